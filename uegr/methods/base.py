@@ -1,0 +1,59 @@
+"""What every training method answers: run one batch (forwards and backwards), report named loss parts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import MethodConfig
+
+
+@dataclass
+class StepContext:
+    model: nn.Module  # what to call forward on (may be DDP-wrapped)
+    raw_model: nn.Module  # the unwrapped model, for hooks and side passes that must not sync
+    backward: Callable[..., None]  # accelerator.backward
+    step: int = 0
+    progress: float = 0.0  # fraction of training done, 0..1
+    extras: dict = field(default_factory=dict)
+
+
+def split_batch(batch: dict) -> tuple[dict, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k != "labels"}, batch["labels"]
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CE for classifiers, MSE for single-output regression heads; float32 either way."""
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.float().squeeze(-1), labels.float())
+    return F.cross_entropy(logits.float(), labels)
+
+
+class Method:
+    """Base class. Subclasses implement `step`; the trainer owns the optimizer and selective update."""
+
+    name = "base"
+    # The mask the trainer applies: None (update everything), or "dynamic" (saliency refreshed during
+    # training, UEGR and RoAST) or "fixed" (computed once before training, CHILD-TUNING_D).
+    mask_mode: str | None = None
+    updater_overrides: dict = {}  # method-specific saliency/mask settings (RoAST: Bernoulli)
+
+    def __init__(self, cfg: MethodConfig, seed: int = 0):
+        self.cfg = cfg
+        self.seed = seed
+
+    def prepare(self, model: nn.Module) -> None:
+        """Called once with the raw model before training (e.g. to install block dropout)."""
+
+    def step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

@@ -1,0 +1,136 @@
+"""Baselines beside UEGR, in the same trainer: R-Drop, FreeLB, CHILD-TUNING_D, RoAST.
+
+Each is a small `Method`; masks are applied by the trainer's SelectiveUpdater like UEGR's.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import adversary as adv
+from .base import Method, StepContext, classification_loss, split_batch
+from .divergence import symmetric_kl
+from .dropout import install_block_dropout
+
+
+class RDrop(Method):
+    """Liang et al. 2021: two dropout sub-models (one fused forward over the doubled batch);
+    L = mean CE + alpha * (KL(p1||p2) + KL(p2||p1)) / 2."""
+
+    name = "rdrop"
+
+    def prepare(self, model) -> None:
+        install_block_dropout(model)
+
+    def step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
+        inputs, labels = split_batch(batch)
+        doubled = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
+        z = ctx.model(**doubled).logits.float()
+        z1, z2 = z.chunk(2)
+        ce = (classification_loss(z1, labels) + classification_loss(z2, labels)) / 2
+        kl = symmetric_kl(z1, z2) / 2
+        loss = ce + self.cfg.rdrop_alpha * kl
+        ctx.backward(loss)
+        return {"loss": loss.item(), "clean": ce.item(), "kl": kl.item()}
+
+
+class FreeLB(Method):
+    """Zhu et al. 2020: K-step l2 PGD on the embedding output from a random start; the parameter
+    gradients of the K adversarial losses are averaged (each loss is divided by K)."""
+
+    name = "freelb"
+
+    def step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
+        cfg = self.cfg
+        inputs, labels = split_batch(batch)
+        attention = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
+        hidden = ctx.raw_model.config.hidden_size
+        shape = (*inputs["input_ids"].shape, hidden)
+        gen = torch.Generator(device=inputs["input_ids"].device).manual_seed(self.seed * 100003 + ctx.step)
+        delta = adv.random_start(shape, attention, cfg.freelb_init, "l2", gen, inputs["input_ids"].device)
+        delta = adv.project(delta, cfg.freelb_max_norm, attention, "l2") if cfg.freelb_max_norm > 0 else delta
+        total, norms = 0.0, []
+        for _ in range(cfg.freelb_steps):
+            delta.requires_grad_(True)
+            with adv.add_to_embeddings(ctx.raw_model, delta):
+                loss = classification_loss(ctx.model(**inputs).logits, labels) / cfg.freelb_steps
+            ctx.backward(loss)
+            total += loss.item()
+            g = delta.grad.detach()
+            delta = delta.detach() + cfg.freelb_lr * adv.normalise(g, attention, "l2")
+            if cfg.freelb_max_norm > 0:
+                delta = adv.project(delta, cfg.freelb_max_norm, attention, "l2")
+            norms.append(float(delta.flatten(1).norm(dim=1).max()))
+        self.last_delta = delta.detach()
+        return {"loss": total, "adv": total, "delta_norm": max(norms)}
+
+
+class ChildTuningD(Method):
+    """Xu et al. 2021, CHILD-TUNING_D: Fisher information over the training set before training picks
+    the child network (top keep_ratio); only it is updated, with a mask fixed for the whole run."""
+
+    name = "childtuning"
+    mask_mode = "fixed"
+
+    def step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
+        inputs, labels = split_batch(batch)
+        loss = classification_loss(ctx.model(**inputs).logits, labels)
+        ctx.backward(loss)
+        return {"loss": loss.item(), "clean": loss.item()}
+
+    def prepare_data(self, trainer) -> None:
+        upd = trainer.updater
+        if upd is None or upd.masks is not None:  # resumed runs keep their saved mask
+            return
+        fisher = [torch.zeros_like(p, dtype=torch.float32) for _, p in upd.named]
+        model = trainer.raw_model
+        was_training = model.training
+        model.train()  # as in CHILD-TUNING, gradients are taken in training mode
+        n_batches = self.cfg.childtuning_batches or trainer.steps_per_epoch
+        data = trainer.train_data
+        b = trainer.cfg.optim.batch_size
+        for i in range(min(n_batches, -(-len(data) // b))):
+            batch = trainer.collate([data[j] for j in range(i * b, min((i + 1) * b, len(data)))])
+            batch = {k: v.to(trainer.accelerator.device) for k, v in batch.items()}
+            inputs, labels = split_batch(batch)
+            model.zero_grad(set_to_none=True)
+            classification_loss(model(**inputs).logits, labels).backward()
+            for f, (_, p) in zip(fisher, upd.named):
+                if p.grad is not None:
+                    f.add_(p.grad.detach().float().square())
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+        topk = type(upd.cfg)(**{**upd.cfg.__dict__, "mask_rule": "topk"})
+        upd.cfg = topk
+        upd.saliency = fisher
+        upd.set_mask_from_scores(fisher)
+        trainer._emit("on_mask_refresh", trainer.step)
+
+
+class RoAST(Method):
+    """Kim et al. 2023: one-step adversarial embedding perturbation, symmetric KL between clean and
+    adversarial predictions, and a Bernoulli gradient mask from Fisher ranks (alpha, beta)."""
+
+    name = "roast"
+    mask_mode = "dynamic"
+    updater_overrides = {"mask_rule": "bernoulli", "saliency": "fisher"}
+
+    def step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
+        cfg = self.cfg
+        inputs, labels = split_batch(batch)
+        attention = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
+        with adv.capture_embeddings(ctx.raw_model) as cap:
+            z0 = ctx.model(**inputs).logits
+        l_clean = classification_loss(z0, labels)
+        ctx.backward(l_clean, retain_graph=True)
+        delta = cfg.resolved_adv_eps() * adv.normalise(cap.grad, attention, "linf_token")
+        with adv.add_to_embeddings(ctx.raw_model, delta.detach()):
+            za = ctx.model(**inputs).logits
+        l_adv = classification_loss(za, labels)
+        kl = symmetric_kl(z0, za)
+        rest = l_adv + cfg.roast_kl * kl
+        ctx.backward(rest)
+        return {"loss": l_clean.item() + rest.item(), "clean": l_clean.item(), "adv": l_adv.item(), "kl": kl.item()}
+
+
+BASELINES = {"rdrop": RDrop, "freelb": FreeLB, "childtuning": ChildTuningD, "roast": RoAST}

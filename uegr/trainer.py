@@ -1,0 +1,439 @@
+"""One training loop for every method, built on Accelerate, driven through callbacks.
+
+The CLI, the app (via the CLI in a subprocess) and the tests all use `Trainer`. A step is:
+    parts = method.step(batch)            # forwards + backwards (UEGR: stage 1)
+    updater.step(step)                    # saliency -> mask refresh -> masked gradients (stage 2)
+    clip, optimizer.step, scheduler.step
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import socket
+import time
+import traceback
+import zlib
+from pathlib import Path
+
+import torch
+
+from .config import Config, validate
+from .data import Encoded, TextDataset, load_dataset, make_collate
+from .methods import StepContext, build_method
+from .metrics import classification_report
+from .models import load_checkpoint, load_model, save_checkpoint
+from .runs import Run
+from .saliency import MaskedAdamW, SelectiveUpdater
+
+
+class Callback:
+    """Override what you need. `should_stop` is polled after every step."""
+
+    def on_train_start(self, trainer: Trainer) -> None: ...
+    def on_step_end(self, trainer: Trainer, record: dict) -> None: ...
+    def on_evaluate(self, trainer: Trainer, metrics: dict) -> None: ...
+    def on_mask_refresh(self, trainer: Trainer, step: int) -> None: ...
+    def on_checkpoint(self, trainer: Trainer, path: Path) -> None: ...
+    def on_train_end(self, trainer: Trainer, state: str, error: str | None) -> None: ...
+    def should_stop(self, trainer: Trainer) -> bool:
+        return False
+
+
+class StopTraining(Exception):
+    pass
+
+
+def pick_device(choice: str) -> str:
+    if choice != "auto":
+        if choice == "cuda" and not torch.cuda.is_available():
+            raise ValueError("runtime.device='cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'")
+        if choice == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError("runtime.device='mps' but MPS is not available; use 'auto' or 'cpu'")
+        return choice
+    if torch.cuda.is_available():
+        return "cuda"
+    if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def attn_implementation_for(cfg: Config) -> str:
+    if cfg.model.attn_implementation != "auto":
+        return cfg.model.attn_implementation
+    # Per-block attention-probability dropout needs the eager attention path (sdpa fuses dropout).
+    varies = cfg.method.name in ("uegr", "rdrop") and "attention" in cfg.method.dropout_targets
+    return "eager" if varies else "sdpa"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % (2**32))
+    except ImportError:  # pragma: no cover
+        pass
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run: Run | None = None, callbacks: list[Callback] | None = None,
+                 dataset: TextDataset | None = None, resume: bool = False):
+        from accelerate import Accelerator
+
+        self.cfg = validate(cfg)
+        self.run = run
+        self.callbacks = list(callbacks or [])
+        o, r = cfg.optim, cfg.runtime
+        if r.threads:
+            torch.set_num_threads(r.threads)
+        device = pick_device(r.device)
+        precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[r.precision]
+        if precision == "fp16" and device != "cuda":
+            raise ValueError("runtime.precision='fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on CPU")
+        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision=precision)
+        seed_everything(o.seed)
+
+        self.dataset = dataset or load_dataset(cfg.data)
+        self.attn = attn_implementation_for(cfg)
+        model, self.tokenizer = load_model(cfg.model, self.dataset.num_labels, self.dataset.label_names,
+                                           self.attn, seed=o.seed)
+        self.method = build_method(cfg.method, o.seed)
+        self.method.prepare(model)
+
+        self.train_data = Encoded(self.dataset.splits["train"], self.tokenizer, cfg.data.max_length)
+        self.collate = make_collate(self.tokenizer.pad_token_id or 0)
+        world = self.accelerator.num_processes
+        self.steps_per_epoch = max(1, math.ceil(len(self.train_data) / (o.batch_size * world)))
+        self.total_steps = o.max_steps or max(1, math.ceil(o.epochs * self.steps_per_epoch))
+
+        decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
+        no_decay = [p for n, p in model.named_parameters() if p.requires_grad and _no_decay(n)]
+        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        m = cfg.method
+        self.updater: SelectiveUpdater | None = None
+        if self.method.mask_mode:
+            mcfg = dataclasses.replace(m, **self.method.updater_overrides)
+            self.updater = SelectiveUpdater(model, mcfg, o.seed, fixed=self.method.mask_mode == "fixed")
+        if self.updater is not None and m.freeze_moments:
+            optimizer = MaskedAdamW(groups, lr=o.lr)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=o.lr)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.raw_model = self.accelerator.unwrap_model(self.model)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda)
+
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.best_score: float | None = None
+        self.history: list[dict] = []
+        self.last_eval: dict = {}
+        self._t_start = time.time()
+        self._examples_seen = 0
+        if resume:
+            self._load_state()
+        if hasattr(self.method, "prepare_data"):
+            self.method.prepare_data(self)  # e.g. CHILD-TUNING_D's Fisher pass over the training set
+
+    # ------------------------------------------------------------------ schedule and batches
+    def _lr_lambda(self, step: int) -> float:
+        warm = int(self.cfg.optim.warmup_ratio * self.total_steps)
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        rest = max(1, self.total_steps - warm)
+        frac = min(1.0, (step - warm) / rest)
+        if self.cfg.optim.schedule == "linear":
+            return max(0.0, 1 - frac)
+        if self.cfg.optim.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * frac))
+        return 1.0
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        gen = torch.Generator().manual_seed(self.cfg.optim.seed * 1000 + epoch)
+        return torch.randperm(len(self.train_data), generator=gen).tolist()
+
+    def batches(self):
+        """(epoch, index-in-epoch, batch) from the current position; each rank gets its slice of the global batch."""
+        b, world, rank = self.cfg.optim.batch_size, self.accelerator.num_processes, self.accelerator.process_index
+        while True:
+            order = self.epoch_order(self.epoch)
+            for i in range(self.batch_in_epoch, self.steps_per_epoch):
+                rows = order[i * b * world:(i + 1) * b * world][rank * b:(rank + 1) * b]
+                if not rows:
+                    rows = order[:b]
+                batch = self.collate([self.train_data[j] for j in rows])
+                yield i, {k: v.to(self.accelerator.device) for k, v in batch.items()}
+            self.epoch += 1
+            self.batch_in_epoch = 0
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> dict:
+        state, error = "completed", None
+        self._emit("on_train_start")
+        try:
+            self._loop()
+        except StopTraining:
+            state = "stopped"
+        except KeyboardInterrupt:
+            state, error = "stopped", "interrupted by the user (Ctrl-C)"
+        except Exception as exc:  # noqa: BLE001 - any failure is recorded in the run, then re-raised
+            state, error = "failed", f"{type(exc).__name__}: {exc}"
+            self.error_trace = traceback.format_exc()
+            self._emit("on_train_end", state, error)
+            raise
+        if state == "stopped":
+            self.save_checkpoint("last")
+        self._emit("on_train_end", state, error)
+        return {"state": state, "step": self.step, "best_score": self.best_score, **self.last_eval}
+
+    def _loop(self) -> None:
+        cfg = self.cfg
+        self.model.train()
+        it = self.batches()
+        while self.step < self.total_steps:
+            t0 = time.time()
+            i, batch = next(it)
+            ctx = StepContext(self.model, self.raw_model, self.accelerator.backward, self.step,
+                              self.step / self.total_steps)
+            with self.accelerator.autocast():
+                parts = self.method.step(batch, ctx)
+            self.accelerator.unscale_gradients()
+            refreshed = self.updater.step(self.step) if self.updater is not None else False
+            if isinstance(self.optimizer.optimizer, MaskedAdamW) and self.updater is not None:
+                self.optimizer.optimizer.masks = self.updater.active_masks()
+            grad_norm = self._clip()
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            self.batch_in_epoch = i + 1
+            if self.batch_in_epoch >= self.steps_per_epoch:
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            self._examples_seen += batch["labels"].shape[0] * self.accelerator.num_processes
+            if refreshed:
+                self._emit("on_mask_refresh", self.step)
+            if self.step % cfg.runtime.log_every == 0 or self.step == self.total_steps:
+                self._log_step(parts, grad_norm, time.time() - t0)
+            end_of_epoch = self.batch_in_epoch == 0
+            due_eval = (cfg.runtime.eval_every and self.step % cfg.runtime.eval_every == 0) or \
+                (not cfg.runtime.eval_every and end_of_epoch) or self.step == self.total_steps
+            if due_eval:
+                self.evaluate_and_track()
+            due_ckpt = (cfg.runtime.checkpoint_every and self.step % cfg.runtime.checkpoint_every == 0) or \
+                (not cfg.runtime.checkpoint_every and due_eval)
+            if due_ckpt:
+                self.save_checkpoint("last")
+            if any(cb.should_stop(self) for cb in self.callbacks):
+                raise StopTraining
+
+    def _clip(self) -> float:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.cfg.optim.grad_clip > 0:
+            return float(self.accelerator.clip_grad_norm_(params, self.cfg.optim.grad_clip))
+        return float(torch.norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
+
+    def _log_step(self, parts: dict, grad_norm: float, step_time: float) -> None:
+        elapsed = time.time() - self._t_start
+        rate = self._examples_seen / max(elapsed, 1e-9)
+        steps_left = self.total_steps - self.step
+        record = {"kind": "train", "step": self.step, "epoch": self.epoch + self.batch_in_epoch / self.steps_per_epoch,
+                  **{k: float(v) for k, v in parts.items()}, "lr": self.scheduler.get_last_lr()[0],
+                  "grad_norm": grad_norm, "step_time": step_time, "examples_per_s": rate,
+                  "eta_s": steps_left * elapsed / max(self._steps_this_session(), 1), "time": time.time()}
+        if self.updater is not None and self.updater.masks is not None:
+            record["kept_fraction"] = self.updater.kept_fraction()
+            record.update(self.updater.kept_per_layer())
+        self.history.append(record)
+        self._emit("on_step_end", record)
+
+    def _steps_this_session(self) -> int:
+        return self.step - getattr(self, "_resumed_step", 0)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, split: str = "validation", data=None) -> dict:
+        """Accuracy, macro-F1, mean loss (+ MCC and F1 for binary tasks) on a split or a Split."""
+        data = data if data is not None else self.dataset.splits.get(split)
+        if data is None or len(data) == 0:
+            return {}
+        return evaluate_model(self.raw_model, self.tokenizer, data, self.cfg.data.max_length,
+                              self.cfg.optim.eval_batch_size, self.dataset.num_labels)
+
+    def evaluate_and_track(self) -> dict:
+        split = "validation" if "validation" in self.dataset.splits else "test"
+        metrics = self.evaluate(split)
+        if not metrics:
+            return {}
+        metrics = {"kind": "eval", "split": split, "step": self.step, "epoch": self.epoch, **metrics,
+                   "time": time.time()}
+        self.last_eval = {k: v for k, v in metrics.items() if k not in ("kind", "time")}
+        score = metrics["accuracy"]
+        if self.best_score is None or score > self.best_score:
+            self.best_score = score
+            self.save_checkpoint("best", with_state=False)
+        self._emit("on_evaluate", metrics)
+        self.model.train()
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints and resume
+    def save_checkpoint(self, which: str = "last", with_state: bool = True) -> Path | None:
+        if self.run is None:
+            return None
+        folder = self.run.checkpoint_dir(which)
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            tmp = folder.with_name(f".{which}.tmp")
+            if tmp.exists():
+                import shutil
+
+                shutil.rmtree(tmp)
+            save_checkpoint(self.raw_model, self.tokenizer, tmp)
+            if with_state:
+                torch.save(self.trainer_state(), tmp / "trainer_state.pt")
+            if folder.exists():
+                import shutil
+
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+            self._emit("on_checkpoint", folder)
+        return folder
+
+    def trainer_state(self) -> dict:
+        return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                "best_score": self.best_score, "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "method": self.method.state_dict(),
+                "updater": self.updater.state_dict() if self.updater is not None else None,
+                "rng_torch": torch.get_rng_state(), "rng_python": random.getstate(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def _load_state(self) -> None:
+        if self.run is None or not self.run.has_checkpoint("last"):
+            raise ValueError("nothing to resume: the run has no checkpoints/last (it stopped before the first "
+                             "checkpoint); start it again instead")
+        folder = self.run.checkpoint_dir("last")
+        from safetensors.torch import load_file
+
+        weights = load_file(str(folder / "model.safetensors"))
+        missing, unexpected = self.raw_model.load_state_dict(weights, strict=False)
+        if unexpected or [k for k in missing if not k.endswith("position_ids")]:
+            raise ValueError(f"checkpoint does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        st = torch.load(folder / "trainer_state.pt", weights_only=True)
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.method.load_state_dict(st["method"])
+        if self.updater is not None and st["updater"] is not None:
+            self.updater.load_state_dict(st["updater"])
+        self.step, self.epoch, self.batch_in_epoch = st["step"], st["epoch"], st["batch_in_epoch"]
+        self.best_score = st["best_score"]
+        torch.set_rng_state(st["rng_torch"])
+        random.setstate(_as_tuple(st["rng_python"]))
+        if st["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(st["rng_cuda"])
+        self._resumed_step = self.step
+
+    def _emit(self, hook: str, *args) -> None:
+        if hook != "should_stop" and not self.accelerator.is_main_process and hook != "on_mask_refresh":
+            return
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def _no_decay(name: str) -> bool:
+    n = name.lower()
+    return n.endswith("bias") or "layernorm" in n or "layer_norm" in n
+
+
+@torch.no_grad()
+def evaluate_model(model, tokenizer, data, max_length: int, batch_size: int, num_labels: int) -> dict:
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    loader = torch.utils.data.DataLoader(Encoded(data, tokenizer, max_length), batch_size=batch_size,
+                                         collate_fn=make_collate(tokenizer.pad_token_id or 0))
+    preds, total_loss = [], 0.0
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        logits = model(**batch).logits.float()
+        total_loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        preds.extend(logits.argmax(-1).tolist())
+    model.train(was_training)
+    out = classification_report(preds, list(data.labels), num_labels)
+    out["loss"] = total_loss / max(len(data), 1)
+    out["n"] = len(data)
+    return out
+
+
+def mask_checksum(updater: SelectiveUpdater) -> int:
+    """A cheap fingerprint of the current masks (for checking data-parallel ranks agree)."""
+    if updater.masks is None:
+        return 0
+    crc = 0
+    for m in updater.masks:
+        crc = zlib.crc32(m.detach().cpu().numpy().tobytes(), crc)
+    return crc
+
+
+class RunRecorder(Callback):
+    """Writes status, metrics, checkpoints and saliency snapshots into a Run folder."""
+
+    def __init__(self, run: Run, heartbeat_every: float = 2.0):
+        self.run = run
+        self.heartbeat_every = heartbeat_every
+        self._last_beat = 0.0
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        self.run.clear_stop()
+        st = self.run.raw_status()
+        self.run.set_status(state="running", pid=os.getpid(), host=socket.gethostname(),
+                            started=st.get("started") or time.time(), heartbeat=time.time(), step=trainer.step,
+                            total_steps=trainer.total_steps, error=None, ended=None,
+                            world_size=trainer.accelerator.num_processes, device=str(trainer.accelerator.device),
+                            attn_implementation=trainer.attn, dataset=trainer.dataset.summary())
+
+    def on_step_end(self, trainer: Trainer, record: dict) -> None:
+        self.run.append_metrics([record])
+        now = time.time()
+        if now - self._last_beat >= self.heartbeat_every or trainer.step == trainer.total_steps:
+            self._last_beat = now
+            self.run.set_status(heartbeat=now, step=trainer.step, eta_s=record.get("eta_s"),
+                                examples_per_s=record.get("examples_per_s"))
+
+    def on_evaluate(self, trainer: Trainer, metrics: dict) -> None:
+        self.run.append_metrics([metrics])
+        self.run.set_status(best_score=trainer.best_score, best_metric="accuracy", last_eval=metrics)
+
+    def on_mask_refresh(self, trainer: Trainer, step: int) -> None:
+        acc = trainer.accelerator
+        if acc.num_processes > 1:
+            sums = acc.gather(torch.tensor([mask_checksum(trainer.updater)], device=acc.device,
+                                           dtype=torch.int64)).tolist()
+            if acc.is_main_process:
+                self.run.append_metrics([{"kind": "mask", "step": step, "checksums": sums}])
+        if acc.is_main_process and trainer.cfg.runtime.snapshot_saliency:
+            rows, maps = trainer.updater.snapshot()
+            self.run.write_snapshot(step, rows, maps)
+
+    def should_stop(self, trainer: Trainer) -> bool:
+        return self.run.stop_requested()
+
+    def on_train_end(self, trainer: Trainer, state: str, error: str | None) -> None:
+        self.run.set_status(state=state, error=error, ended=time.time(), step=trainer.step, heartbeat=time.time(),
+                            best_score=trainer.best_score, final=trainer.last_eval)
+        if state == "failed" and getattr(trainer, "error_trace", None):
+            with self.run.log_path.open("a", encoding="utf-8") as fh:
+                fh.write(trainer.error_trace)
+
+
+def load_trained(run: Run, which: str = "best"):
+    """(model, tokenizer) of a run's checkpoint (best if present, else last)."""
+    folder = run.checkpoint_dir(which) if run.has_checkpoint(which) else run.best_checkpoint()
+    return load_checkpoint(folder)
