@@ -216,7 +216,12 @@ def _coerce(section: str, name: str, kind: Any, value: Any) -> Any:
                 raise ValueError
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
-            return int(float(value)) if isinstance(value, str) and "." in value else int(value)
+            if isinstance(value, str) and ("." in value or "e" in value.lower()):
+                as_float = float(value)
+                if not as_float.is_integer():
+                    raise ValueError
+                return int(as_float)
+            return int(value)
         if kind_s in ("float", "<class 'float'>"):
             if isinstance(value, bool):
                 raise ValueError

@@ -275,6 +275,11 @@ def records_to_split(records: list[dict], cfg: DataConfig, source: str,
     as_int = all(_is_int(v) for v in raw_labels)
     if not names and not as_int:
         bad = [v for v in raw_labels if not _is_int(v)][:3]
+        numeric_like = [v for v in raw_labels if _is_number(v)]
+        if numeric_like:
+            raise DataError(f"{source}: label column {cfg.label_column!r} has non-integer numbers such as "
+                            f"{[v for v in numeric_like if not _is_int(v)][:3]}; use integer labels 0..N-1 "
+                            "or class names.")
         if all(isinstance(v, str) and v.strip() for v in raw_labels):
             names = sorted({str(v).strip() for v in raw_labels})
         else:
@@ -305,6 +310,14 @@ def records_to_split(records: list[dict], cfg: DataConfig, source: str,
         texts.append(str(t).strip())
     pairs = [str(r.get(cfg.text_pair_column) or "") for r in records] if cfg.text_pair_column else None
     return Split(texts, labels, pairs), names
+
+
+def _is_number(v) -> bool:
+    try:
+        float(str(v).strip())
+        return not isinstance(v, bool)
+    except ValueError:
+        return False
 
 
 def _is_int(v) -> bool:

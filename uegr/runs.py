@@ -119,8 +119,8 @@ class Run:
             dead = (not pid_alive(st.get("pid"))) if same_host else time.time() - st.get("heartbeat", 0) > 300
             if dead:
                 st["state"] = "interrupted"
-                st.setdefault("error", "the training process ended without writing a final status "
-                                       "(killed, crashed or the machine restarted); resume with --resume")
+                st["error"] = st.get("error") or ("the training process ended without writing a final status "
+                                                  "(killed, crashed or the machine restarted); resume with --resume")
         return st
 
     def set_status(self, **fields) -> dict:

@@ -72,6 +72,9 @@ class SelectiveUpdater:
         self.masks: list[torch.Tensor] | None = None  # bool (topk) or last sampled (bernoulli)
         self.probs: list[torch.Tensor] | None = None  # bernoulli keep probabilities
         self.refreshes = 0
+        # Per tensor (intersection, union) of kept elements between the last two refreshes; None before
+        # the second refresh. Reported in snapshots as iou_prev (exact, not from the downsampled maps).
+        self.overlap_prev: list[tuple[int, int]] | None = None
 
     # ------------------------------------------------------------ saliency
     def accumulate(self) -> None:
@@ -107,6 +110,7 @@ class SelectiveUpdater:
 
     def set_mask_from_scores(self, scores: list[torch.Tensor]) -> None:
         cfg = self.cfg
+        previous = self.reported_masks()
         if cfg.mask_rule == "bernoulli":
             self.probs = bernoulli_probs(scores, cfg.bernoulli_alpha, cfg.bernoulli_beta, cfg.mask_scope)
             self.masks = None
@@ -114,7 +118,21 @@ class SelectiveUpdater:
             self.masks = topk_mask_global(scores, cfg.keep_ratio)
         else:
             self.masks = [topk_mask_tensor(s, cfg.keep_ratio) for s in scores]
+        self.overlap_prev = self.overlap_with(previous) if previous is not None else None
         self.refreshes += 1
+
+    def reported_masks(self) -> list[torch.Tensor] | None:
+        """The masks snapshots report: top-k masks, or keep probability > 0.5 under the Bernoulli rule."""
+        if self.probs is not None:
+            return [pr > 0.5 for pr in self.probs]
+        return self.masks
+
+    def overlap_with(self, previous_masks: list[torch.Tensor]) -> list[tuple[int, int]]:
+        """Per tensor (intersection, union) element counts of kept elements, current vs previous masks."""
+        current = self.reported_masks()
+        if current is None:
+            return []
+        return [(int((a & b).sum()), int((a | b).sum())) for a, b in zip(current, previous_masks)]
 
     # ------------------------------------------------------------ masking
     def apply(self, step: int) -> None:
@@ -177,6 +195,9 @@ class SelectiveUpdater:
             rows.append({"name": n, "layer": layer_index(n, self.prefixes), "kind": matrix_kind(n),
                          "numel": p.numel(), "kept": int(m.sum()), "kept_fraction": float(m.float().mean()),
                          "saliency_mass": float(s.sum()) / total_mass, "saliency_mean": float(s.mean())})
+            if self.overlap_prev:  # exact IoU with the previous refresh's mask (1.0 when both keep nothing)
+                inter, union = self.overlap_prev[i]
+                rows[-1].update(iou_prev=inter / union if union else 1.0, inter_prev=inter, union_prev=union)
             if p.dim() == 2:
                 maps[f"mask/{n}"] = downsample(m.float(), max_side)
                 maps[f"saliency/{n}"] = downsample(s, max_side)

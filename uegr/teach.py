@@ -1,0 +1,270 @@
+"""One real UEGR training step, opened up for the Learn page.
+
+`walk_step` runs exactly what the trainer runs for one batch — `UEGR.step` (stage 1: clean pass, free
+adversarial step, K fused dropout sub-models, L_adv, JS), then `SelectiveUpdater.step` (stage 2:
+saliency, mask, masked gradients), gradient clipping and the same optimizer (AdamW with the trainer's
+decay / no-decay groups, or MaskedAdamW under freeze_moments) — on a deep copy of the given model, and
+returns what each part produced: tokens, probabilities, the perturbation per token, the sub-models'
+rates and outputs, the losses, the saliency distribution and the mask, and how far each weight matrix
+moved. Nothing here re-implements the method; it only observes it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+
+import torch
+from torch.nn import functional as F
+
+from .config import DataConfig, MethodConfig, ModelConfig
+from .data import Encoded, Split, load_dataset, make_collate
+from .methods import StepContext
+from .methods import adversary as adv
+from .methods.uegr import UEGR
+from .models import encoder_layer_prefixes, load_model
+from .saliency import MaskedAdamW, SelectiveUpdater
+from .trainer import _no_decay
+from .weights import relative_change
+
+LABEL_NAMES = ["negative", "positive"]
+
+
+def sample_batch(n: int = 8, offset: int = 0, max_words: int = 18) -> tuple[list[str], list[int], list[str]]:
+    """n short sentences from the built-in data's validation split, alternating labels, deterministic.
+    `offset` picks another batch of the same kind."""
+    ds = load_dataset(DataConfig(source="builtin"))
+    split = ds.splits["validation"]
+    by_label: dict[int, list[int]] = {}
+    for i, (t, y) in enumerate(zip(split.texts, split.labels)):
+        if 4 <= len(t.split()) <= max_words:
+            by_label.setdefault(y, []).append(i)
+    labels_sorted = sorted(by_label)
+    picked: list[int] = []
+    j = offset * math.ceil(n / max(len(labels_sorted), 1))
+    while len(picked) < n:
+        for y in labels_sorted:
+            pool = by_label[y]
+            if len(picked) < n:
+                picked.append(pool[j % len(pool)])
+        j += 1
+    return [split.texts[i] for i in picked], [split.labels[i] for i in picked], ds.label_names
+
+
+def load_learn_model(name: str = "minilm", num_labels: int = 2, seed: int = 0):
+    """(model, tokenizer) for the Learn page: MiniLM by default, 'tiny-bert' for fast tests."""
+    return load_model(ModelConfig(name=name), num_labels, LABEL_NAMES[:num_labels] if num_labels == 2 else None,
+                      seed=seed)
+
+
+def _tolist(x: torch.Tensor) -> list:
+    return x.detach().float().cpu().tolist()
+
+
+@torch.no_grad()
+def _eval_probs(model, inputs: dict, delta: torch.Tensor | None = None) -> torch.Tensor:
+    was = model.training
+    model.eval()
+    with adv.add_to_embeddings(model, delta):
+        probs = model(**inputs).logits.float().softmax(-1)
+    model.train(was)
+    return probs
+
+
+def walk_step(model, tokenizer, texts: list[str], labels: list[int], method_cfg: MethodConfig | None = None,
+              seed: int = 0, *, lr: float = 2e-5, weight_decay: float = 0.01, grad_clip: float = 1.0,
+              max_length: int = 64, hist_bins: int = 40, map_side: int = 32, keep_tensors: bool = False) -> dict:
+    """Run ONE UEGR step (as the trainer does) on a deep copy of `model`; return what each part produced.
+
+    Deterministic under `seed` (torch's global RNG is forked and restored). lr is the step's learning rate
+    (one step has no schedule). With keep_tensors, "_tensors" holds weights before/after, masks and
+    the decay group of each eligible tensor (for tests).
+    """
+    t_all = time.perf_counter()
+    cfg = method_cfg or MethodConfig()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        work = copy.deepcopy(model)  # the caller's (possibly cached) model is never touched
+        work.train()
+        method = UEGR(cfg, seed)
+        method.prepare(work)
+        prefixes = encoder_layer_prefixes(work)
+
+        # The trainer's optimizer: AdamW over decay / no-decay groups; MaskedAdamW under freeze_moments.
+        named = [(n, p) for n, p in work.named_parameters() if p.requires_grad]
+        groups = [{"params": [p for n, p in named if not _no_decay(n)], "weight_decay": weight_decay},
+                  {"params": [p for n, p in named if _no_decay(n)], "weight_decay": 0.0}]
+        updater = None
+        if method.mask_mode:
+            updater = SelectiveUpdater(work, dataclasses.replace(cfg, **method.updater_overrides), seed)
+        optimizer = MaskedAdamW(groups, lr=lr) if updater is not None and cfg.freeze_moments \
+            else torch.optim.AdamW(groups, lr=lr)
+
+        collate = make_collate(tokenizer.pad_token_id or 0)
+        enc = Encoded(Split(list(texts), list(labels)), tokenizer, max_length)
+        batch = collate([enc[i] for i in range(len(enc))])
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        y = batch["labels"]
+        attention = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
+
+        # Observe (not change) the gradient the free adversarial step starts from.
+        seen: dict = {}
+        original = method.perturbation
+
+        def spy(ctx, inputs_, labels_, grad_e, attention_):
+            seen["grad_e"] = None if grad_e is None else grad_e.detach().clone()
+            return original(ctx, inputs_, labels_, grad_e, attention_)
+
+        method.perturbation = spy
+        before = {n: p.detach().clone() for n, p in named}
+        probs_before = _eval_probs(work, inputs)
+
+        # ---- the step, as in Trainer._loop
+        t0 = time.perf_counter()
+        ctx = StepContext(work, work, lambda loss, **kw: loss.backward(**kw), step=0, progress=0.0)
+        parts = method.step(batch, ctx)
+        refreshed = updater.step(0) if updater is not None else False
+        if isinstance(optimizer, MaskedAdamW) and updater is not None:
+            optimizer.masks = updater.active_masks()
+        params = [p for _, p in named if p.grad is not None]
+        if grad_clip > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+        else:
+            grad_norm = float(torch.norm(torch.stack([p.grad.norm() for p in params])))
+        step_seconds = time.perf_counter() - t0
+        last = method.last
+        delta = last.get("delta")
+        # Probe (untimed, no gradient, dropout off): the same perturbation on the pre-update weights.
+        probs_adv_eval = _eval_probs(work, inputs, delta) if delta is not None else None
+        t0 = time.perf_counter()
+        optimizer.step()
+        step_seconds += time.perf_counter() - t0
+        optimizer.zero_grad(set_to_none=True)
+        saliency_report = _saliency_report(updater, hist_bins, map_side) if updater is not None else None
+
+        after = {n: p.detach() for n, p in named}
+        probs_after = _eval_probs(work, inputs)
+
+    # ---- what each part produced
+    lengths = attention.sum(1).tolist()
+    tokens = [tokenizer.convert_ids_to_tokens(row[:n]) for row, n in zip(inputs["input_ids"].tolist(), lengths)]
+    clean_probs = last["clean_logits"].float().softmax(-1)
+    sub_probs = last["sub_logits"].float().softmax(-1)
+    out: dict = {
+        "texts": list(texts), "labels": list(labels), "tokens": tokens, "seed": seed,
+        "num_labels": int(clean_probs.shape[-1]),
+        "label_names": [work.config.id2label.get(i, str(i)) for i in range(int(clean_probs.shape[-1]))],
+        "config": dataclasses.asdict(cfg), "lr": lr, "weight_decay": weight_decay,
+        "clean_probs": _tolist(clean_probs),  # the training-mode clean pass (model dropout), as in the loss
+        "probs_before_eval": _tolist(probs_before),  # dropout off, before the step
+        "probs_after_eval": _tolist(probs_after),  # dropout off, after the step
+        "adv_probs_eval": None if probs_adv_eval is None else _tolist(probs_adv_eval),
+        "rates": _tolist(last["rates"]), "sub_probs": _tolist(sub_probs),
+        "mixture_probs": _tolist(sub_probs.mean(0)),
+        "losses": {"clean": parts["clean"], "adv": parts["adv"], "js": parts["js"], "total": parts["loss"],
+                   "lambda_adv": cfg.lambda_adv, "lambda_js": cfg.lambda_js, "js_bound": math.log(len(last["rates"])
+                                                                                         + int(cfg.js_include_clean))},
+        "loss_before_eval": float(F.nll_loss(probs_before.clamp_min(1e-12).log(), y)),
+        "loss_after_eval": float(F.nll_loss(probs_after.clamp_min(1e-12).log(), y)),
+        "grad_norm": grad_norm, "mask_refreshed": bool(refreshed),
+    }
+    out["perturbation"] = _perturbation_report(seen.get("grad_e"), delta, attention, lengths, cfg)
+    out["saliency"] = saliency_report
+    out["update"] = _update_report(before, after, prefixes, updater, optimizer, lr)
+    out["step_seconds"] = step_seconds
+    out["total_seconds"] = time.perf_counter() - t_all
+    if keep_tensors:
+        out["_tensors"] = {"before": before, "after": {n: t.clone() for n, t in after.items()},
+                           "masks": None if updater is None or updater.masks is None else
+                           {n: m.clone() for (n, _), m in zip(updater.named, updater.masks)},
+                           "no_decay": {n for n, _ in named if _no_decay(n)}}
+    return out
+
+
+def _perturbation_report(grad_e, delta, attention, lengths, cfg: MethodConfig) -> dict | None:
+    if delta is None:
+        return None
+    tok = attention.unsqueeze(-1).float()
+    d = delta.float() * tok
+    rep = {"norm": cfg.adv_norm, "eps": cfg.resolved_adv_eps(), "steps": cfg.adv_steps,
+           "delta_l2": [r[:n] for r, n in zip(_tolist(d.norm(dim=-1)), lengths)],
+           "delta_linf": [r[:n] for r, n in zip(_tolist(d.abs().amax(-1)), lengths)],
+           "delta_total_l2": _tolist(d.flatten(1).norm(dim=1))}
+    if grad_e is not None:
+        g = grad_e.float() * tok
+        rep["grad_l2"] = [r[:n] for r, n in zip(_tolist(g.norm(dim=-1)), lengths)]
+    return rep
+
+
+@torch.no_grad()
+def _saliency_report(updater: SelectiveUpdater, bins: int, map_side: int) -> dict:
+    """Histogram of log10 saliency (kept vs frozen, same bins), the keep threshold and the mask per tensor."""
+    sal = [s if s is not None else torch.zeros_like(p, dtype=torch.float32)
+           for s, (_, p) in zip(updater.saliency, updater.named)]
+    masks = updater.reported_masks()
+    flat = torch.cat([s.flatten() for s in sal]).float()
+    keep = torch.cat([m.flatten() for m in masks]) if masks is not None else torch.ones_like(flat, dtype=torch.bool)
+    pos = flat > 0
+    rep: dict = {"kind": updater.cfg.saliency, "scope": updater.cfg.mask_scope, "rule": updater.cfg.mask_rule,
+                 "keep_ratio": updater.cfg.keep_ratio, "numel": int(flat.numel()), "zeros": int((~pos).sum()),
+                 "has_mask": masks is not None, "threshold_log10": None}
+    if bool(pos.any()):
+        logs = torch.log10(flat.clamp_min(torch.finfo(torch.float32).tiny))
+        lo, hi = float(logs[pos].min()), float(logs.max())
+        hi = hi if hi > lo else lo + 1.0
+        # One pass: bucket index * 2 + kept, counted with bincount; zero saliency goes to a dropped bucket.
+        idx = ((logs - lo) / (hi - lo) * bins).long().clamp_(0, bins - 1)
+        idx = torch.where(pos, idx, torch.full_like(idx, bins))
+        counts = torch.bincount(idx * 2 + keep.long(), minlength=2 * bins + 2)[: 2 * bins].view(bins, 2)
+        rep["hist_edges"] = torch.linspace(lo, hi, bins + 1, dtype=torch.float64).tolist()
+        rep["hist_frozen"], rep["hist_kept"] = counts[:, 0].tolist(), counts[:, 1].tolist()
+        if masks is not None and updater.cfg.mask_scope == "global" and updater.cfg.mask_rule == "topk":
+            kept_min = torch.where(keep, flat, torch.full_like(flat, float("inf"))).min()
+            rep["threshold_log10"] = float(torch.log10(kept_min)) if 0 < float(kept_min) < float("inf") else None
+    rows, maps = updater.snapshot(map_side)
+    rep["rows"] = rows
+    rep["kept_fraction"] = sum(r["kept"] for r in rows) / max(sum(r["numel"] for r in rows), 1)
+    rep["maps"] = {k: v.tolist() for k, v in maps.items()}
+    return rep
+
+
+@torch.no_grad()
+def _update_report(before, after, prefixes, updater, optimizer, lr: float) -> dict:
+    """Relative change per tensor; for eligible tensors, kept vs frozen movement. Frozen elements may move
+    only by weight decay (theta *= 1 - lr * wd under AdamW; not at all under MaskedAdamW)."""
+    rows = relative_change(before, after, prefixes)
+    decay_of = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            decay_of[id(p)] = group["weight_decay"]
+    masks = {}
+    if updater is not None and updater.masks is not None:
+        masks = {n: (m, p) for (n, p), m in zip(updater.named, updater.masks)}
+    by_name = {r["name"]: r for r in rows}
+    kept_el = frozen_el = 0
+    worst_excess = 0.0
+    for name, (m, p) in masks.items():
+        r = by_name.get(name)
+        if r is None:
+            continue
+        b = before[name].float()
+        d = after[name].float() - b
+        wd = 0.0 if isinstance(optimizer, MaskedAdamW) else decay_of.get(id(p), 0.0)
+        mf = m.float()
+        kept, frozen = int(m.sum()), m.numel() - int(m.sum())
+        absd = d.abs()
+        kept_abs = float((absd * mf).sum())
+        r["kept"], r["kept_fraction"] = kept, kept / m.numel()
+        r["mean_abs_change_kept"] = kept_abs / kept if kept else 0.0
+        r["mean_abs_change_frozen"] = (float(absd.sum()) - kept_abs) / frozen if frozen else 0.0
+        # What weight decay alone does to a frozen element: -lr * wd * theta.
+        r["frozen_excess"] = float(((d + lr * wd * b).abs() * (1 - mf)).max()) if frozen else 0.0
+        worst_excess = max(worst_excess, r["frozen_excess"])
+        kept_el += kept
+        frozen_el += frozen
+    for r in rows:
+        r["selective"] = r["name"] in masks
+    return {"rows": rows, "kept_elements": kept_el, "frozen_elements": frozen_el,
+            "frozen_max_excess": worst_excess, "masked": bool(masks)}
