@@ -197,18 +197,7 @@ class Trainer:
         while self.step < self.total_steps:
             t0 = time.time()
             i, batch = next(it)
-            ctx = StepContext(self.model, self.raw_model, self.accelerator.backward, self.step,
-                              self.step / self.total_steps)
-            with self.accelerator.autocast():
-                parts = self.method.step(batch, ctx)
-            self.accelerator.unscale_gradients()
-            refreshed = self.updater.step(self.step) if self.updater is not None else False
-            if isinstance(self.optimizer.optimizer, MaskedAdamW) and self.updater is not None:
-                self.optimizer.optimizer.masks = self.updater.active_masks()
-            grad_norm = self._clip()
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            parts, grad_norm, refreshed = self.train_step(batch)
             self.step += 1
             self.batch_in_epoch = i + 1
             if self.batch_in_epoch >= self.steps_per_epoch:
@@ -229,6 +218,22 @@ class Trainer:
                 self.save_checkpoint("last")
             if any(cb.should_stop(self) for cb in self.callbacks):
                 raise StopTraining
+
+    def train_step(self, batch: dict) -> tuple[dict, float, bool]:
+        """One optimisation step on `batch`: (loss parts, grad norm, whether the mask was refreshed)."""
+        ctx = StepContext(self.model, self.raw_model, self.accelerator.backward, self.step,
+                          self.step / self.total_steps)
+        with self.accelerator.autocast():
+            parts = self.method.step(batch, ctx)  # forwards + backwards (UEGR: stage 1)
+        self.accelerator.unscale_gradients()
+        refreshed = self.updater.step(self.step) if self.updater is not None else False  # stage 2
+        if isinstance(self.optimizer.optimizer, MaskedAdamW) and self.updater is not None:
+            self.optimizer.optimizer.masks = self.updater.active_masks()
+        grad_norm = self._clip()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return parts, grad_norm, refreshed
 
     def _clip(self) -> float:
         params = [p for p in self.model.parameters() if p.grad is not None]

@@ -45,10 +45,7 @@ class UEGR(Method):
         # 3. K sub-models, each at its own dropout rate, as ONE forward over the K-times repeated batch.
         rates = self.rates.sample(ctx.progress)
         k, b = len(rates), labels.shape[0]
-        repeated = {name: t.repeat(k, *([1] * (t.dim() - 1))) for name, t in inputs.items()}
-        with block_rates(ctx.raw_model, rates, cfg.dropout_targets), \
-                adv.add_to_embeddings(ctx.raw_model, None if delta is None else delta.repeat(k, 1, 1)):
-            zk = ctx.model(**repeated).logits.float().view(k, b, -1)
+        zk = self.sub_model_logits(ctx, inputs, delta, rates).view(k, b, -1)
 
         # 4. Losses: mean adversarial CE over sub-models + generalised JS among their distributions.
         l_adv = sum(classification_loss(zk[i], labels) for i in range(k)) / k
@@ -66,6 +63,14 @@ class UEGR(Method):
                  "js": l_js.item()}
         parts.update({f"rate_{i}": float(r) for i, r in enumerate(rates)})
         return parts
+
+    def sub_model_logits(self, ctx: StepContext, inputs: dict, delta, rates) -> torch.Tensor:
+        """Logits of the K sub-models, [K*B, C]: one forward over the K-times repeated batch."""
+        k = len(rates)
+        repeated = {name: t.repeat(k, *([1] * (t.dim() - 1))) for name, t in inputs.items()}
+        with block_rates(ctx.raw_model, rates, self.cfg.dropout_targets), \
+                adv.add_to_embeddings(ctx.raw_model, None if delta is None else delta.repeat(k, 1, 1)):
+            return ctx.model(**repeated).logits.float()
 
     def perturbation(self, ctx: StepContext, inputs, labels, grad_e, attention) -> torch.Tensor:
         """Free one-step perturbation from the clean gradient; with adv_steps > 1, PGD from there."""

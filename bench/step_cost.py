@@ -1,0 +1,206 @@
+"""Cost of one training step: vanilla vs UEGR (K = 1..4), fused vs separate sub-model passes, and our
+vanilla step vs a plain `transformers.Trainer` step, all on the same batch in one process.
+
+    python bench/step_cost.py                  # default model (MiniLM), batch 32, 48 tokens
+    python bench/step_cost.py --steps 5 --model tiny-bert   # quick smoke run
+
+Prints ratios (efficiency = (1+K) x vanilla time / UEGR time; fused speed-up = separate / fused).
+Run on an idle machine: other jobs on the same cores distort absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from uegr.config import build_config  # noqa: E402
+from uegr.data import load_dataset  # noqa: E402
+from uegr.methods.uegr import UEGR  # noqa: E402
+from uegr.trainer import Trainer  # noqa: E402
+
+
+class SeparatePasses(UEGR):
+    """UEGR with the K sub-models run as K separate forwards (for comparison only)."""
+
+    def sub_model_logits(self, ctx, inputs, delta, rates):
+        return torch.cat([super(SeparatePasses, self).sub_model_logits(ctx, inputs, delta, rates[i:i + 1])
+                          for i in range(len(rates))])
+
+
+class PeakMemory:
+    """Peak process RSS (CPU) or peak allocated CUDA memory during a block, in MiB above the start."""
+
+    def __init__(self, device: str):
+        self.device = device
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self):
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+        else:
+            self.start = self.peak = self._rss()
+            self.running = True
+            self.thread = threading.Thread(target=self._sample, daemon=True)
+            self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        if self.device == "cuda":
+            self.mib = (torch.cuda.max_memory_allocated() - self.start) / 2**20
+        else:
+            self.running = False
+            self.thread.join()
+            self.mib = (self.peak - self.start) / 2**20
+
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_trainer(trainer: Trainer, batch: dict, steps: int, warmup: int) -> dict:
+    device = trainer.accelerator.device.type
+    for _ in range(warmup):
+        trainer.train_step(batch)
+    sync(device)
+    times = []
+    with PeakMemory(device) as mem:
+        for _ in range(steps):
+            t = time.perf_counter()
+            trainer.train_step(batch)
+            sync(device)
+            times.append(time.perf_counter() - t)
+    ms = statistics.median(times) * 1000
+    return {"ms_per_step": ms, "examples_per_s": batch["labels"].shape[0] / (ms / 1000), "peak_mib": mem.mib}
+
+
+def make_trainer(base_overrides, extra, dataset, separate=False) -> Trainer:
+    cfg = build_config(None, None, base_overrides + extra)
+    tr = Trainer(cfg, dataset=dataset)
+    if separate:
+        m = SeparatePasses(cfg.method, cfg.optim.seed)
+        m.prepare(tr.raw_model)
+        tr.method = m
+    tr.model.train()
+    return tr
+
+
+def hf_trainer_ms(model_name: str, dataset, batch: dict, steps: int, warmup: int, attn: str) -> float:
+    """A plain transformers.Trainer training step (training_step + clip + optimizer + scheduler)."""
+    import tempfile
+
+    from transformers import Trainer as HFTrainer
+    from transformers import TrainingArguments
+
+    from uegr.config import ModelConfig
+    from uegr.models import load_model
+
+    model, _ = load_model(ModelConfig(name=model_name), dataset.num_labels, dataset.label_names, attn)
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch["labels"].shape[0],
+                             learning_rate=2e-5, weight_decay=0.01, max_grad_norm=1.0, report_to=[],
+                             use_cpu=not torch.cuda.is_available(), disable_tqdm=True)
+    hf = HFTrainer(model=model, args=args)
+    hf.create_optimizer_and_scheduler(num_training_steps=1000)
+    hf.current_gradient_accumulation_steps = 1  # normally set inside Trainer.train()
+    model.train()
+    device = hf.args.device
+    batch = {k: v.to(device) for k, v in batch.items()}
+
+    def step():
+        hf.training_step(model, batch)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        hf.optimizer.step()
+        hf.lr_scheduler.step()
+        model.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    sync(device.type)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        sync(device.type)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="minilm")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-length", type=int, default=48)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--k", default="1,2,3,4")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    base = [f"model.name={args.model}", f"optim.batch_size={args.batch_size}", f"data.max_length={args.max_length}",
+            "data.max_train_examples=512", "data.max_eval_examples=64", "optim.max_steps=1000",
+            f"runtime.device={args.device}", "model.attn_implementation=eager"]
+    dataset = load_dataset(build_config(None, None, base).data)
+    probe = make_trainer(base, ["method.name=vanilla"], dataset)
+    # One fixed batch padded to max_length, so every variant sees identical work.
+    rows = [probe.train_data[i] for i in range(args.batch_size)]
+    batch = probe.collate(rows)
+    pad = args.max_length - batch["input_ids"].shape[1]
+    if pad > 0:
+        batch = {k: (torch.nn.functional.pad(v, (0, pad), value=0) if v.dim() == 2 else v) for k, v in batch.items()}
+    device = probe.accelerator.device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    del probe
+
+    results = {"device": str(device), "threads": torch.get_num_threads(), "batch_size": args.batch_size,
+               "tokens": batch["input_ids"].shape[1], "model": args.model, "steps": args.steps}
+    vanilla = time_trainer(make_trainer(base, ["method.name=vanilla"], dataset), batch, args.steps, args.warmup)
+    results["vanilla"] = vanilla
+    results["uegr"] = {}
+    for k in [int(x) for x in args.k.split(",")]:
+        extra = ["method.name=uegr", f"method.k={k}", "method.refresh_every=50"]
+        fused = time_trainer(make_trainer(base, extra, dataset), batch, args.steps, args.warmup)
+        separate = time_trainer(make_trainer(base, extra, dataset, separate=True), batch, args.steps, args.warmup)
+        fused["efficiency"] = (1 + k) * vanilla["ms_per_step"] / fused["ms_per_step"]
+        fused["separate_ms"] = separate["ms_per_step"]
+        fused["fused_speedup"] = separate["ms_per_step"] / fused["ms_per_step"]
+        results["uegr"][k] = fused
+    hf_ms = hf_trainer_ms(args.model, dataset, {k: v.cpu() for k, v in batch.items()}, args.steps, args.warmup,
+                          "eager")
+    results["hf_trainer_ms"] = hf_ms
+    results["ours_vs_hf"] = hf_ms / vanilla["ms_per_step"]
+
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return
+    print(f"device {results['device']}  threads {results['threads']}  model {args.model}  "
+          f"batch {args.batch_size} x {results['tokens']} tokens  median of {args.steps} steps")
+    print(f"{'variant':<16}{'ms/step':>10}{'ex/s':>9}{'peak MiB':>10}{'efficiency':>12}{'separate ms':>13}{'fused x':>9}")
+    print(f"{'vanilla':<16}{vanilla['ms_per_step']:>10.0f}{vanilla['examples_per_s']:>9.1f}{vanilla['peak_mib']:>10.0f}")
+    for k, r in results["uegr"].items():
+        print(f"{'uegr K=' + str(k):<16}{r['ms_per_step']:>10.0f}{r['examples_per_s']:>9.1f}{r['peak_mib']:>10.0f}"
+              f"{r['efficiency']:>12.2f}{r['separate_ms']:>13.0f}{r['fused_speedup']:>9.2f}")
+    print(f"transformers.Trainer step {hf_ms:.0f} ms; ours/HF speed ratio (HF ms / our ms) = {results['ours_vs_hf']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
