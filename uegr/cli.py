@@ -246,12 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     common(s)
     s.set_defaults(func=cmd_stop)
 
-    for module, adder in (("attacks", "add_attack_parser"), ("landscape", "add_landscape_parser")):
-        try:
-            mod = __import__(f"uegr.{module}", fromlist=[adder])
-            getattr(mod, adder)(sub)
-        except (ImportError, AttributeError):
-            pass
+    from .attacks.cli import add_attack_parser
+    from .landscape import add_landscape_parser
+
+    add_attack_parser(sub)
+    add_landscape_parser(sub)
     return p
 
 
