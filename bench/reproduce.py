@@ -53,7 +53,7 @@ UEGR_SEARCH = [
 
 def base_overrides(args) -> list[str]:
     return ["data.source=sst2", f"data.max_train_examples={args.train_examples}", "data.max_eval_examples=0",
-            f"data.max_length={args.max_length}", "model.name=minilm", f"optim.lr={args.lr}",
+            f"data.max_length={args.max_length}", f"model.name={args.model}", f"optim.lr={args.lr}",
             f"optim.epochs={args.epochs}", f"optim.batch_size={args.batch_size}", "runtime.eval_every=0",
             "runtime.snapshot_saliency=false", f"runtime.threads={args.threads}"]
 
@@ -166,6 +166,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default="vanilla,rdrop,freelb,childtuning,roast,uegr")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--model", default="minilm")
     ap.add_argument("--train-examples", type=int, default=5000)
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=5e-5)

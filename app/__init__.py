@@ -1,0 +1,1 @@
+"""UEGR Studio app helpers (Streamlit-side). The library in `uegr/` never imports Streamlit."""

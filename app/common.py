@@ -1,0 +1,119 @@
+"""Shared Streamlit helpers: the runs folder, cached loaders, status badges, navigation to Live."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from uegr.runs import RunStore
+
+LIVE_PAGE = "../pages/live.py"  # st.switch_page paths are relative to app/streamlit_app.py
+TRAIN_PAGE = "../pages/train.py"
+RUNS_PAGE = "../pages/runs.py"
+
+BADGE_COLOURS = {"queued": "gray", "running": "blue", "completed": "green", "failed": "red",
+                 "stopped": "orange", "interrupted": "violet"}
+BADGE_ICONS = {"queued": ":material/schedule:", "running": ":material/autorenew:",
+               "completed": ":material/check_circle:", "failed": ":material/error:",
+               "stopped": ":material/stop_circle:", "interrupted": ":material/warning:"}
+
+
+def runs_root() -> Path:
+    """$UEGR_HOME, default ./runs (relative to where the app was started)."""
+    return Path(os.environ.get("UEGR_HOME", "runs")).expanduser().resolve()
+
+
+def store() -> RunStore:
+    return RunStore(runs_root())
+
+
+def uploads_dir() -> Path:
+    return runs_root() / "_uploads"
+
+
+@st.cache_resource(show_spinner=False)
+def devices() -> dict:
+    """CPU threads and accelerators (CUDA with memory, MPS). Cached for the server's life."""
+    info = {"cpu_count": os.cpu_count() or 1, "torch_threads": None, "torch": None, "cuda": [], "mps": False}
+    try:
+        import torch
+    except ImportError:
+        return info
+    info["torch"] = torch.__version__
+    info["torch_threads"] = torch.get_num_threads()
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            info["cuda"].append({"index": i, "name": p.name, "memory_gb": round(p.total_memory / 2**30, 1)})
+    mps = getattr(torch.backends, "mps", None)
+    info["mps"] = bool(mps and mps.is_available())
+    return info
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def named_datasets(data_dir: str) -> list[str]:
+    from uegr.config import DataConfig
+    from uegr.data import available_named
+
+    return available_named(DataConfig(data_dir=data_dir))
+
+
+def badge(state: str | None) -> None:
+    state = state or "queued"
+    st.badge(state, color=BADGE_COLOURS.get(state, "gray"), icon=BADGE_ICONS.get(state))
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def fmt_time(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+def open_in_live(names: list[str] | str) -> None:
+    """Select runs for the Live page and go there."""
+    names = [names] if isinstance(names, str) else list(names)
+    st.session_state["live_runs"] = names
+    st.query_params.clear()
+    st.switch_page(LIVE_PAGE, query_params={"run": names[0]} if names else None)
+
+
+def flash(message: str, kind: str = "success") -> None:
+    """A message shown once on the next render (survives st.rerun)."""
+    st.session_state.setdefault("_flash", []).append((kind, message))
+
+
+def show_flash() -> None:
+    for kind, msg in st.session_state.pop("_flash", []):
+        getattr(st, kind)(msg)
+
+
+def run_controls(run, key_prefix: str, state: str | None = None) -> None:
+    """Stop / Resume / Open in Live buttons for one run."""
+    from app import jobs
+    from uegr.runs import RunError
+
+    state = state or jobs.effective_state(run).get("state")
+    c1, c2, c3 = st.columns([1, 1, 1.3])
+    if c1.button("Stop", key=f"{key_prefix}.stop.{run.name}", icon=":material/stop:",
+                 disabled=not jobs.can_stop(state), help="Ask the run to checkpoint and stop"):
+        jobs.stop(run)
+        st.toast(f"Stop requested for {run.name}")
+    if c2.button("Resume", key=f"{key_prefix}.resume.{run.name}", icon=":material/play_arrow:",
+                 disabled=not jobs.can_resume(state), help="Continue from the last checkpoint"):
+        try:
+            jobs.resume(run, store())
+            st.toast(f"Resumed {run.name}")
+        except RunError as exc:
+            st.error(str(exc))
+    if c3.button("Open in Live", key=f"{key_prefix}.live.{run.name}", icon=":material/monitoring:"):
+        open_in_live(run.name)

@@ -1,0 +1,93 @@
+"""End-to-end: a real `streamlit run app` driven by Debian chromium through playwright.
+
+Starts a tiny run from the Train page, watches the Live chart gain points, stops the run, and (with
+UEGR_SCREENSHOTS=1) saves docs/screenshots/<page>.png for every page of this part of the dashboard.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from app import serve  # noqa: E402
+from uegr.runs import RunStore  # noqa: E402
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+if not Path(serve.CHROMIUM).exists():
+    pytest.skip(f"{serve.CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip playwright is not installed")
+
+PAGES = ["home", "train", "live", "runs"]
+SHOTS = ROOT / "docs" / "screenshots"
+POINTS_JS = """() => Math.max(0, ...Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .map(el => (el._fullData || []).reduce((n, t) => Math.max(n, (t.x || []).length || 0), 0)))"""
+
+
+def _wait(pred, timeout: float, what: str, poll: float = 0.5):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("uegr_browser")
+    proc, url = serve.start(home, log=home / "streamlit.log")
+    yield url, RunStore(home)
+    for run in RunStore(home).list():  # never leave a training process behind
+        run.request_stop()
+    serve.stop(proc)
+
+
+def test_train_live_stop_and_screenshots(server):
+    url, store = server
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=serve.CHROMIUM, args=serve.CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(url + "/train?preset=tiny")
+            page.get_by_role("button", name="Start training").wait_for(timeout=60_000)
+            name_box = page.get_by_role("textbox", name="Run name (optional)")
+            name_box.fill("browser-tiny")
+            name_box.press("Enter")
+            page.get_by_role("tab", name="Optimisation").click()
+            steps = page.get_by_role("spinbutton", name="max steps")
+            steps.fill("400")  # long enough to stop it half-way
+            steps.press("Enter")
+            time.sleep(1.5)
+            page.get_by_role("button", name="Start training").click()
+            page.wait_for_url("**/live**", timeout=30_000)
+            run = store.get("browser-tiny")
+            assert run.config().optim.max_steps == 400 and run.config().model.name == "tiny-bert"
+
+            first = _wait(lambda: page.evaluate(POINTS_JS), 180, "the first chart points")
+            more = _wait(lambda: (n := page.evaluate(POINTS_JS)) > first and n, 120, "the chart to gain points")
+            assert more > first
+
+            page.get_by_role("button", name="Stop").first.click()
+            _wait(lambda: run.status()["state"] == "stopped", 120, "the run to stop")
+            page.get_by_text("stopped").first.wait_for(timeout=15_000)
+
+            if os.environ.get("UEGR_SCREENSHOTS") == "1":
+                SHOTS.mkdir(parents=True, exist_ok=True)
+                ready = {"home": "img", "train": "button:has-text('Start training')", "live": ".js-plotly-plot",
+                         "runs": "[data-testid='stDataFrame']"}
+                for name in PAGES:
+                    page.goto(f"{url}/" + ("" if name == "home" else name))  # the default page lives at /
+                    page.locator(ready[name]).first.wait_for(timeout=60_000)
+                    time.sleep(3)  # let late elements (charts, tables) finish drawing
+                    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        finally:
+            browser.close()
