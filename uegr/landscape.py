@@ -595,9 +595,10 @@ class ProbeSettings:
         return cls(**settings)
 
 
-# Forward throughput of all-MiniLM-L6-v2 (22.7M parameters) on 2 shared CPU cores, max_length 64,
-# measured by bench/landscape_cost.py: parameters x examples per second of a float32 eval forward.
-FORWARD_RATE = 22.7e6 * 150
+# Forward throughput assumed for all-MiniLM-L6-v2 (22.7M parameters) on 2 CPU cores at max_length 64:
+# ~100 examples/s, i.e. parameters x examples per second of a float32 eval forward. A FLOP-count guess,
+# not a clean measurement (bench/landscape_cost.py prints the rate it sees; pass `rate=` to override).
+FORWARD_RATE = 22.7e6 * 100
 HVP_COST = 5.0  # one Hessian-vector product ≈ 5 forwards (forward, backward with graph, double backward)
 GRAD_COST = 3.0
 
@@ -848,6 +849,8 @@ def cmd_landscape(args) -> int:
         device = args.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise LandscapeError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
         stop_path = Path(args.stop_file) if args.stop_file else None
         should_stop = (lambda: stop_path.exists()) if stop_path else None
         bar = None
