@@ -30,6 +30,7 @@ from .trainer import _no_decay
 from .weights import relative_change
 
 LABEL_NAMES = ["negative", "positive"]
+HIST_MAX_ELEMENTS = 1_000_000  # the saliency histogram subsamples (evenly strided) above this many weights
 
 
 def sample_batch(n: int = 8, offset: int = 0, max_words: int = 18) -> tuple[list[str], list[int], list[str]]:
@@ -211,18 +212,24 @@ def _saliency_report(updater: SelectiveUpdater, bins: int, map_side: int) -> dic
                  "keep_ratio": updater.cfg.keep_ratio, "numel": int(flat.numel()), "zeros": int((~pos).sum()),
                  "has_mask": masks is not None, "threshold_log10": None}
     if bool(pos.any()):
-        logs = torch.log10(flat.clamp_min(torch.finfo(torch.float32).tiny))
-        lo, hi = float(logs[pos].min()), float(logs.max())
+        if masks is not None and updater.cfg.mask_scope == "global" and updater.cfg.mask_rule == "topk":
+            kept_min = float(torch.where(keep, flat, torch.full_like(flat, float("inf"))).min())
+            rep["threshold_log10"] = math.log10(kept_min) if 0 < kept_min < float("inf") else None
+        # The histogram counts every `stride`-th weight (all of them up to HIST_MAX_ELEMENTS) and scales back.
+        stride = max(1, math.ceil(flat.numel() / HIST_MAX_ELEMENTS))
+        f, kp = (flat[::stride], keep[::stride]) if stride > 1 else (flat, keep)
+        ps = f > 0
+        logs = torch.log10(f.clamp_min(torch.finfo(torch.float32).tiny))
+        lo = math.log10(float(torch.where(pos, flat, torch.full_like(flat, float("inf"))).min()))
+        hi = math.log10(float(flat.max()))
         hi = hi if hi > lo else lo + 1.0
         # One pass: bucket index * 2 + kept, counted with bincount; zero saliency goes to a dropped bucket.
-        idx = ((logs - lo) / (hi - lo) * bins).long().clamp_(0, bins - 1)
-        idx = torch.where(pos, idx, torch.full_like(idx, bins))
-        counts = torch.bincount(idx * 2 + keep.long(), minlength=2 * bins + 2)[: 2 * bins].view(bins, 2)
+        idx = ((logs - lo) * (bins / (hi - lo))).long().clamp_(0, bins - 1)
+        idx = torch.where(ps, idx, torch.full_like(idx, bins))
+        counts = torch.bincount(idx * 2 + kp.long(), minlength=2 * bins + 2)[: 2 * bins].view(bins, 2) * stride
         rep["hist_edges"] = torch.linspace(lo, hi, bins + 1, dtype=torch.float64).tolist()
         rep["hist_frozen"], rep["hist_kept"] = counts[:, 0].tolist(), counts[:, 1].tolist()
-        if masks is not None and updater.cfg.mask_scope == "global" and updater.cfg.mask_rule == "topk":
-            kept_min = torch.where(keep, flat, torch.full_like(flat, float("inf"))).min()
-            rep["threshold_log10"] = float(torch.log10(kept_min)) if 0 < float(kept_min) < float("inf") else None
+        rep["hist_stride"] = stride
     rows, maps = updater.snapshot(map_side)
     rep["rows"] = rows
     rep["kept_fraction"] = sum(r["kept"] for r in rows) / max(sum(r["numel"] for r in rows), 1)

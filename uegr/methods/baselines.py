@@ -44,7 +44,8 @@ class FreeLB(Method):
         cfg = self.cfg
         inputs, labels = split_batch(batch)
         attention = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
-        hidden = ctx.raw_model.config.hidden_size
+        config = ctx.raw_model.config
+        hidden = getattr(config, "embedding_size", None) or config.hidden_size  # ELECTRA projects later
         shape = (*inputs["input_ids"].shape, hidden)
         gen = torch.Generator(device=inputs["input_ids"].device).manual_seed(self.seed * 100003 + ctx.step)
         delta = adv.random_start(shape, attention, cfg.freelb_init, "l2", gen, inputs["input_ids"].device)
