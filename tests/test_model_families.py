@@ -12,9 +12,16 @@ from uegr.saliency import SelectiveUpdater, eligible_parameters
 
 
 def _family(name):
-    from transformers import (BertConfig, BertForSequenceClassification, DistilBertConfig,
-                              DistilBertForSequenceClassification, ElectraConfig,
-                              ElectraForSequenceClassification, RobertaConfig, RobertaForSequenceClassification)
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+        ElectraConfig,
+        ElectraForSequenceClassification,
+        RobertaConfig,
+        RobertaForSequenceClassification,
+    )
 
     common = {"vocab_size": 30522, "num_labels": 2, "attn_implementation": "eager"}
     torch.manual_seed(0)
