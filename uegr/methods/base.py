@@ -33,6 +33,23 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return F.cross_entropy(logits.float(), labels)
 
 
+def clean_pass(ctx: StepContext, inputs: dict, labels: torch.Tensor, retain_graph: bool = False):
+    """Forward + backward on the clean batch; returns (logits, loss, dL/de at the embedding output).
+
+    The embedding gradient comes for free from this backward: the one-step adversaries use it."""
+    from .adversary import capture_embeddings
+
+    with capture_embeddings(ctx.raw_model) as cap:
+        logits = ctx.model(**inputs).logits
+    loss = classification_loss(logits, labels)
+    ctx.backward(loss, retain_graph=retain_graph)
+    return logits, loss, cap.grad
+
+
+def attention_mask_of(inputs: dict) -> torch.Tensor:
+    return inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
+
+
 class Method:
     """Base class. Subclasses implement `step`; the trainer owns the optimizer and selective update."""
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 
 from . import adversary as adv
-from .base import Method, StepContext, classification_loss, split_batch
+from .base import Method, StepContext, attention_mask_of, classification_loss, clean_pass, split_batch
 from .divergence import symmetric_kl
 from .dropout import install_block_dropout
+from .vanilla import Vanilla
 
 
 class RDrop(Method):
@@ -43,7 +44,7 @@ class FreeLB(Method):
     def step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
         cfg = self.cfg
         inputs, labels = split_batch(batch)
-        attention = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
+        attention = attention_mask_of(inputs)
         config = ctx.raw_model.config
         hidden = getattr(config, "embedding_size", None) or config.hidden_size  # ELECTRA projects later
         shape = (*inputs["input_ids"].shape, hidden)
@@ -66,18 +67,12 @@ class FreeLB(Method):
         return {"loss": total, "adv": total, "delta_norm": max(norms)}
 
 
-class ChildTuningD(Method):
+class ChildTuningD(Vanilla):
     """Xu et al. 2021, CHILD-TUNING_D: Fisher information over the training set before training picks
     the child network (top keep_ratio); only it is updated, with a mask fixed for the whole run."""
 
     name = "childtuning"
-    mask_mode = "fixed"
-
-    def step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
-        inputs, labels = split_batch(batch)
-        loss = classification_loss(ctx.model(**inputs).logits, labels)
-        ctx.backward(loss)
-        return {"loss": loss.item(), "clean": loss.item()}
+    mask_mode = "fixed"  # the loss is vanilla CE; only the fixed mask differs
 
     def prepare_data(self, trainer) -> None:
         upd = trainer.updater
@@ -119,12 +114,8 @@ class RoAST(Method):
     def step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
         cfg = self.cfg
         inputs, labels = split_batch(batch)
-        attention = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
-        with adv.capture_embeddings(ctx.raw_model) as cap:
-            z0 = ctx.model(**inputs).logits
-        l_clean = classification_loss(z0, labels)
-        ctx.backward(l_clean, retain_graph=True)
-        delta = cfg.resolved_adv_eps() * adv.normalise(cap.grad, attention, "linf_token")
+        z0, l_clean, grad_e = clean_pass(ctx, inputs, labels, retain_graph=True)  # graph kept for the KL
+        delta = cfg.resolved_adv_eps() * adv.normalise(grad_e, attention_mask_of(inputs), "linf_token")
         with adv.add_to_embeddings(ctx.raw_model, delta.detach()):
             za = ctx.model(**inputs).logits
         l_adv = classification_loss(za, labels)

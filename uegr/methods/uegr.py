@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from . import adversary as adv
-from .base import Method, StepContext, classification_loss, split_batch
+from .base import Method, StepContext, attention_mask_of, classification_loss, clean_pass, split_batch
 from .divergence import js_divergence
 from .dropout import RateSampler, block_rates, install_block_dropout
 
@@ -31,16 +31,13 @@ class UEGR(Method):
     def step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
         cfg = self.cfg
         inputs, labels = split_batch(batch)
-        attention = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
+        attention = attention_mask_of(inputs)
 
         # 1. Clean pass at the model's own dropout; its backward also yields dL/de for the free adversary.
-        with adv.capture_embeddings(ctx.raw_model) as cap:
-            z0 = ctx.model(**inputs).logits
-        l_clean = classification_loss(z0, labels)
-        ctx.backward(l_clean, retain_graph=cfg.js_include_clean)
+        z0, l_clean, grad_e = clean_pass(ctx, inputs, labels, retain_graph=cfg.js_include_clean)
 
         # 2. Adversarial perturbation of the embedding output (zero on padding).
-        delta = self.perturbation(ctx, inputs, labels, cap.grad, attention) if cfg.adv_enabled else None
+        delta = self.perturbation(ctx, inputs, labels, grad_e, attention) if cfg.adv_enabled else None
 
         # 3. K sub-models, each at its own dropout rate, as ONE forward over the K-times repeated batch.
         rates = self.rates.sample(ctx.progress)
