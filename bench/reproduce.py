@@ -45,9 +45,7 @@ METHOD_OVERRIDES = {
 # A small, documented search for UEGR on the dev set (one seed); every baseline keeps its paper defaults.
 UEGR_SEARCH = [
     [],
-    ["method.adv_eps=0.05"],
-    ["method.keep_ratio=0.6"],
-    ["method.lambda_js=0.5", "method.lambda_adv=0.5"],
+    ["method.refresh_every=10"],
 ]
 
 
@@ -169,7 +167,7 @@ def main() -> None:
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--train-examples", type=int, default=5000)
     ap.add_argument("--epochs", type=float, default=1.0)
-    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0)

@@ -175,7 +175,7 @@ PRESETS: dict[str, dict] = {
         "data": {"source": "builtin", "max_length": 48, "max_train_examples": 1600, "max_eval_examples": 400},
         "model": {"name": "minilm"},
         "method": {"name": "uegr", "k": 2, "refresh_every": 10},
-        "optim": {"lr": 5e-5, "epochs": 1, "batch_size": 32},
+        "optim": {"lr": 2e-4, "epochs": 1, "batch_size": 32},
         "runtime": {"eval_every": 25, "log_every": 1},
     },
     "paper-like": {

@@ -1,0 +1,471 @@
+"""Landscape page helpers: background `uegr landscape` probes, their progress, the results table and figures.
+
+One probe job per (run, kind), kept next to the result the CLI writes:
+
+    runs/<run>/analyses/landscape-<kind>.json   the result (written by the CLI when it ends, also when stopped)
+    runs/<run>/analyses/landscape-<kind>.job    pid, command, settings, estimate, started (written here)
+    runs/<run>/analyses/landscape-<kind>.log    the CLI's stdout/stderr (tqdm progress included)
+    runs/<run>/analyses/landscape-<kind>.stop   Stop = this file appears; the CLI saves partial results and exits
+
+The `.job` file has no `.json` suffix so `Run.analyses("landscape-")` never mistakes it for a result. The
+child has its own session (start_new_session=True): a page reload or an app restart neither kills nor
+duplicates it; all state lives in the run folder.
+
+No Streamlit import here: tests use it too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+
+from app.jobs import _child_env
+from uegr.landscape import KINDS, ProbeSettings, estimate_cost
+from uegr.runs import Run, pid_alive
+
+ROOT = Path(__file__).resolve().parents[1]
+# Seconds a probe process needs before its first evaluation (Python, torch, transformers, data and checkpoint
+# loading): ~30 s seen on the shared 2-core machine under load, ~8 s when idle. estimate_cost excludes it.
+STARTUP_S = 20.0
+KIND_LABELS = {"slice1d": "1-D random slice", "slice2d": "2-D random slice (contour / surface)",
+               "interp": "Interpolation between two models", "hessian": "Hessian: top eigenvalue + trace",
+               "sharpness": "Sharpness: SAM and ε-sharpness"}
+# Settings that reach the CLI as flags (ProbeSettings name -> flag); others keep the CLI's defaults.
+FLAGS = {"split": "--split", "examples": "--examples", "batch_size": "--batch-size", "max_length": "--max-length",
+         "points": "--points", "span": "--span", "margin": "--margin", "seed": "--seed", "k": "--k",
+         "iters": "--iters", "samples": "--samples", "rho": "--rho", "eps": "--eps", "params": "--params"}
+USED = {"slice1d": ("points", "span"), "slice2d": ("points", "span"), "interp": ("points", "margin"),
+        "hessian": ("k", "iters", "samples"), "sharpness": ("rho", "eps")}
+COMMON = ("split", "examples", "batch_size", "seed", "params")
+_TQDM = re.compile(r"(\d+)/(\d+) \[")
+_CHILDREN: list[subprocess.Popen] = []
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
+
+def _reap() -> None:
+    for p in list(_CHILDREN):
+        if p.poll() is not None:
+            _CHILDREN.remove(p)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown landscape kind {kind!r}; use one of {', '.join(KINDS)}")
+
+
+def paths(run: Run, kind: str) -> dict[str, Path]:
+    _check_kind(kind)
+    d = run.analyses_dir
+    base = f"landscape-{kind}"
+    return {"result": d / f"{base}.json", "job": d / f"{base}.job", "log": d / f"{base}.log",
+            "stop": d / f"{base}.stop"}
+
+
+# ------------------------------------------------------------------------------------- cost estimate
+def n_params(run: Run, params: str = "all") -> int | None:
+    """Parameters a probe perturbs, read from the best checkpoint's safetensors header (no model load).
+
+    'encoder' counts tensors of transformer blocks ('.layer.' in the name), 'no_embeddings' all but the
+    embeddings; None when the checkpoint is missing or not safetensors.
+    """
+    try:
+        f = run.best_checkpoint() / "model.safetensors"
+        with f.open("rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(size))
+    except (OSError, ValueError, struct.error, Exception):  # noqa: BLE001 - any unreadable checkpoint: unknown
+        return None
+    total = 0
+    for name, info in header.items():
+        if name == "__metadata__" or not isinstance(info, dict):
+            continue
+        if params == "encoder" and ".layer." not in name:
+            continue
+        if params == "no_embeddings" and ("embeddings." in name or name.startswith("embeddings")):
+            continue
+        total += math.prod(info.get("shape") or [1])
+    return total or None
+
+
+def n_examples(run: Run, split: str, examples: int) -> int:
+    """Examples the probe will evaluate on: `examples`, capped by the split's size when the run recorded it."""
+    size = ((run.raw_status().get("dataset") or {}).get("splits") or {}).get(split)
+    if not examples:
+        return int(size) if size else 0
+    return int(min(examples, size)) if size else int(examples)
+
+
+def estimate(run: Run, kind: str, settings: dict) -> dict:
+    """{'probe_s', 'total_s', 'n_params', 'n_examples'}: estimate_cost (library) plus STARTUP_S."""
+    s = ProbeSettings.from_any({k: v for k, v in settings.items() if k in ProbeSettings.__dataclass_fields__})
+    n_p = n_params(run, s.params)
+    n_e = n_examples(run, s.split, s.examples)
+    probe = estimate_cost(kind, s, n_p or 22_700_000, n_e or s.examples or 256)
+    return {"probe_s": probe, "total_s": probe + STARTUP_S, "n_params": n_p, "n_examples": n_e}
+
+
+def fmt_s(seconds: float | None) -> str:
+    """12 s, 3m05s, 1h02m; '<1 s' for tiny estimates, '-' when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return "<1 s"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec} s")
+
+
+def calibration(timings: list[dict | None]) -> float | None:
+    """Measured / estimated probing time of saved probes (their median), to correct estimate_cost here."""
+    ratios = sorted(t["seconds"] / t["estimated_seconds"] for t in timings
+                    if t and t.get("estimated_seconds") and t["seconds"] > 0)
+    return ratios[len(ratios) // 2] if ratios else None
+
+
+# ------------------------------------------------------------------------------------- jobs
+def build_command(run: Run, kind: str, settings: dict, other: str | None = None,
+                  runs_dir: str | Path | None = None) -> list[str]:
+    p = paths(run, kind)
+    root = Path(runs_dir) if runs_dir else run.path.parent
+    cmd = [sys.executable, "-m", "uegr.cli", "landscape", str(run.path), "--kind", kind, "--runs-dir", str(root),
+           "--stop-file", str(p["stop"])]
+    for key in COMMON + USED[kind]:
+        if key in settings and settings[key] is not None:
+            cmd += [FLAGS[key], str(settings[key])]
+    if kind == "interp":
+        if not other:
+            raise ValueError("an interpolation needs the other end: another run or 'pretrained'")
+        cmd += ["--other", str(other)]
+    return cmd
+
+
+def launch_probe(run: Run, kind: str, settings: dict, other: str | None = None,
+                 runs_dir: str | Path | None = None, threads: int | None = None,
+                 estimated_s: float | None = None) -> dict:
+    """Start `uegr landscape` on a run in the background; returns the job record (also in the .job file).
+
+    estimated_s: the estimate the page showed (start-up included); default `estimate(...)['total_s']`.
+    """
+    _reap()
+    cur = probe_status(run, kind)
+    if cur and cur["state"] == "running":
+        raise RuntimeError(f"a {kind} probe of {run.name!r} is already running (pid {cur['pid']})")
+    if kind == "interp" and other and Path(str(other)).name == run.name:
+        raise ValueError(f"interpolating {run.name!r} with itself gives a flat line; choose another run")
+    p = paths(run, kind)
+    cmd = build_command(run, kind, settings, other, runs_dir)
+    p["stop"].unlink(missing_ok=True)
+    env = _child_env()
+    env["UEGR_HOME"] = str(Path(runs_dir) if runs_dir else run.path.parent)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(int(threads))
+    with p["log"].open("ab") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n".encode())
+        log.flush()
+        offset = log.tell()
+        proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+    _CHILDREN.append(proc)
+    if estimated_s is None:
+        estimated_s = estimate(run, kind, settings)["total_s"]
+    job = {"pid": proc.pid, "run": run.name, "kind": kind, "settings": dict(settings), "other": other,
+           "cmd": cmd, "started": time.time(), "log_offset": offset, "estimated_s": round(float(estimated_s), 1)}
+    p["job"].write_text(json.dumps(job, indent=1), encoding="utf-8")
+    return job
+
+
+def launch_many(runs: list[Run], kind: str, settings: dict, other: str | None = None,
+                runs_dir: str | Path | None = None,
+                estimates: dict[str, float] | None = None) -> tuple[list[dict], list[str]]:
+    """Launch one probe per run, splitting the CPU threads between them; returns (jobs, error messages)."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, len(runs)))
+    jobs, errors = [], []
+    for run in runs:
+        try:
+            jobs.append(launch_probe(run, kind, settings, other, runs_dir, threads if len(runs) > 1 else None,
+                                     (estimates or {}).get(run.name)))
+        except (RuntimeError, ValueError, OSError) as exc:
+            errors.append(f"{run.name}: {exc}")
+    return jobs, errors
+
+
+def _read_job(p: dict[str, Path]) -> dict | None:
+    try:
+        return json.loads(p["job"].read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _log_since(job: dict, p: dict[str, Path]) -> str:
+    try:
+        with p["log"].open("rb") as fh:
+            fh.seek(int(job.get("log_offset", 0)))
+            return fh.read()[-200_000:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def parse_progress(log_text: str, kind: str = "", settings: dict | None = None) -> tuple[float, str] | None:
+    """(fraction done 0..1, label) from the tqdm bars in the log, or None before the first bar.
+
+    A bar that restarts (fewer done or another total) starts a new phase: the Hessian probe runs power
+    iteration (k*iters products) and then the Hutchinson trace (samples products).
+    """
+    hits = [(int(a), int(b)) for a, b in _TQDM.findall(log_text)]
+    if not hits:
+        return None
+    phase, prev = 0, hits[0]
+    for h in hits[1:]:
+        if h[1] != prev[1] or h[0] < prev[0]:
+            phase += 1
+        prev = h
+    done, total = hits[-1]
+    frac = done / max(total, 1)
+    if kind == "hessian":
+        s = ProbeSettings.from_any({k: v for k, v in (settings or {}).items() if k in ProbeSettings.__dataclass_fields__})
+        eig, tr = s.k * s.iters, s.samples
+        w = eig / max(eig + tr, 1)
+        if phase == 0:
+            return w * frac, f"eigenvalues: {done}/{total} Hessian-vector products"
+        return w + (1 - w) * frac, f"trace: {done}/{total} Hutchinson samples"
+    unit = {"slice1d": "points", "slice2d": "grid points", "interp": "points", "sharpness": "ascent steps"}
+    return frac, f"{done}/{total} {unit.get(kind, 'steps')}"
+
+
+def probe_status(run: Run, kind: str) -> dict | None:
+    """The job record plus state (running / completed / stopped / failed), fraction, label, error, log_tail
+    and result (the saved record when this job wrote it). None when no job was launched from the app."""
+    _reap()
+    p = paths(run, kind)
+    job = _read_job(p)
+    if job is None:
+        return None
+    log = _log_since(job, p)
+    prog = parse_progress(log, kind, job.get("settings"))
+    result = None
+    if p["result"].is_file() and p["result"].stat().st_mtime >= job["started"] - 1:
+        try:
+            result = json.loads(p["result"].read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            result = None
+    if pid_alive(job["pid"]):
+        state = "stopping" if p["stop"].exists() else "running"
+    elif result is not None:
+        state = "stopped" if result.get("stopped") else "completed"
+    elif p["stop"].exists():
+        state = "stopped"
+    else:
+        state = "failed"
+    errors = [ln for ln in log.splitlines() if ln.startswith("error:")]
+    lines = [ln for ln in log.replace("\r", "\n").splitlines() if ln.strip()]
+    frac, label = prog if prog else (0.0, "starting (loading libraries, data and checkpoint)")
+    if state == "completed":
+        frac, label = 1.0, "done"
+    return {**job, "state": state, "fraction": frac, "label": label, "result": result,
+            "elapsed_s": time.time() - job["started"],
+            "error": errors[-1][len("error:"):].strip() if errors else None, "log_tail": "\n".join(lines[-12:])}
+
+
+def stop_probe(run: Run, kind: str) -> bool:
+    """Ask a running probe to stop (it saves what it computed so far). False if none was running."""
+    p = paths(run, kind)
+    job = _read_job(p)
+    if not job or not pid_alive(job["pid"]):
+        return False
+    p["stop"].write_text(str(time.time()), encoding="utf-8")
+    return True
+
+
+def jobs_for(runs: list[Run]) -> list[dict]:
+    """The latest job of every kind launched from the app for these runs."""
+    out = []
+    for run in runs:
+        for kind in KINDS:
+            st = probe_status(run, kind)
+            if st:
+                out.append(st)
+    return out
+
+
+def any_running(jobs: list[dict]) -> bool:
+    return any(j["state"] in ("running", "stopping") for j in jobs)
+
+
+def wait(run: Run, kind: str, timeout: float = 300.0, poll: float = 0.5) -> dict | None:
+    end = time.time() + timeout
+    st = probe_status(run, kind)
+    while st and st["state"] in ("running", "stopping") and time.time() < end:
+        time.sleep(poll)
+        st = probe_status(run, kind)
+    return st
+
+
+# ------------------------------------------------------------------------------------- results
+def results(run: Run) -> dict[str, dict]:
+    """{kind: saved record} of the run's landscape probes."""
+    return {name[len("landscape-"):]: rec for name, rec in run.analyses("landscape-").items()
+            if name[len("landscape-"):] in KINDS}
+
+
+def _num(x) -> float | None:
+    if isinstance(x, bool) or x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) or math.isinf(v) else None
+
+
+def _grid_max(grid) -> float | None:
+    vals = [_num(v) for row in grid or [] for v in row]
+    vals = [v for v in vals if v is not None]
+    return max(vals) if vals else None
+
+
+def interp_barrier(rec: dict) -> float | None:
+    """Highest loss between the two ends (0 <= α <= 1) above the higher end; ~0 = no barrier.
+
+    The loss at α=1 is read off the curve by linear interpolation when α=1 is not a grid point; None when
+    the curve does not reach α=1 (a stopped probe).
+    """
+    pts = [(float(a), _num(v)) for a, v in zip(rec.get("alphas") or [], rec.get("losses") or [])]
+    pts = [(a, v) for a, v in pts if v is not None]
+    if len(pts) < 2 or not pts[0][0] <= 1.0 <= pts[-1][0]:
+        return None
+    xs, ys = [a for a, _ in pts], [v for _, v in pts]
+    l0 = _num(rec.get("loss"))
+    l0 = float(np.interp(0.0, xs, ys)) if l0 is None else l0
+    l1 = float(np.interp(1.0, xs, ys))
+    inside = [v for a, v in pts if 0.0 <= a <= 1.0] + [l0, l1]
+    return max(inside) - max(l0, l1)
+
+
+def last_timing(run: Run, kind: str) -> dict | None:
+    """{'seconds', 'estimated_seconds'} of the run's saved probe of this kind (probing only), or None."""
+    rec = results(run).get(kind)
+    if not rec or rec.get("seconds") is None:
+        return None
+    return {"seconds": float(rec["seconds"]), "estimated_seconds": _num(rec.get("estimated_seconds"))}
+
+
+def summary_row(run: Run, method: str | None = None) -> dict:
+    """One table row: loss at the checkpoint, slice rises, top eigenvalue, trace, SAM and ε-sharpness."""
+    res = results(run)
+    s1, s2, it = res.get("slice1d") or {}, res.get("slice2d") or {}, res.get("interp") or {}
+    h, sh = res.get("hessian") or {}, res.get("sharpness") or {}
+    loss = next((_num(r.get("loss")) for r in (s1, s2, h, it) if _num(r.get("loss")) is not None), None)
+    if loss is None:
+        loss = _num((sh.get("sam") or {}).get("loss"))
+    eig = h.get("eigenvalues") or []
+    g2 = _grid_max(s2.get("losses"))
+    sam, eps = sh.get("sam") or {}, sh.get("eps") or {}
+    stopped = [k for k, r in res.items() if r.get("stopped")]
+    return {
+        "run": run.name, "method": method if method is not None else run.summary()["method"],
+        "loss": loss,
+        "1-D max rise": _num(s1.get("max_increase")),
+        "2-D max rise": (g2 - _num(s2["loss"])) if g2 is not None and _num(s2.get("loss")) is not None else None,
+        "interp barrier": interp_barrier(it) if it else None,
+        "top eigenvalue": _num(eig[0]) if eig else None,
+        "Hessian trace": _num(h.get("trace")),
+        "SAM sharpness": _num(sam.get("sharpness")),
+        "ε-sharpness": _num(eps.get("sharpness")),
+        "probes": ", ".join(k for k in KINDS if k in res) or "none",
+        "partial (stopped)": ", ".join(stopped),
+    }
+
+
+def settings_caption(rec: dict) -> str:
+    s = rec.get("settings") or {}
+    bits = [f"{rec.get('n_examples', s.get('examples'))} {s.get('split', '?')} examples", f"seed {s.get('seed')}",
+            f"params {s.get('params')}"]
+    if rec.get("seconds") is not None:
+        bits.append(f"{rec['seconds']:.1f} s")
+    if rec.get("stopped"):
+        bits.append("stopped early: partial")
+    return ", ".join(str(b) for b in bits)
+
+
+# ------------------------------------------------------------------------------------- figures
+def _layout(fig: go.Figure, title: str, xtitle: str, ytitle: str, height: int = 420) -> go.Figure:
+    fig.update_layout(title=title, xaxis_title=xtitle, yaxis_title=ytitle, height=height, hovermode="x unified",
+                      margin={"l": 60, "r": 20, "t": 50, "b": 50}, legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+def _xy(rec: dict, relative: bool) -> tuple[list[float], list[float | None]]:
+    xs = list(rec.get("alphas") or [])
+    ys = [_num(v) for v in rec.get("losses") or []]
+    base = _num(rec.get("loss")) if relative else 0.0
+    ys = [None if v is None or base is None else v - base for v in ys]
+    return xs[:len(ys)], ys
+
+
+def slice1d_figure(recs: dict[str, dict], relative: bool = False) -> go.Figure:
+    """Several runs' 1-D slices overlaid (recs: run name -> landscape-slice1d record)."""
+    fig = go.Figure()
+    for i, (name, rec) in enumerate(recs.items()):
+        xs, ys = _xy(rec, relative)
+        label = name + (" (partial)" if rec.get("stopped") else "")
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label,
+                                 line={"color": COLOURS[i % len(COLOURS)]}, marker={"size": 5}))
+    fig.add_vline(x=0, line_dash="dot", line_color="gray")
+    return _layout(fig, "Loss along a random filter-normalised direction",
+                   "α (θ + α·d, d filter-normalised)", "loss − loss at α=0" if relative else "loss")
+
+
+def interp_figure(recs: dict[str, dict]) -> go.Figure:
+    """Interpolation curves: α=0 is the run, α=1 the other end (another run or the pretrained model)."""
+    fig = go.Figure()
+    for i, (name, rec) in enumerate(recs.items()):
+        xs, ys = _xy(rec, False)
+        other = rec.get("other") or "other"
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=f"{name} → {other}"
+                                 + (" (partial)" if rec.get("stopped") else ""),
+                                 line={"color": COLOURS[i % len(COLOURS)]}, marker={"size": 5}))
+    for x, text in ((0, "α=0: the run"), (1, "α=1: the other end")):
+        fig.add_vline(x=x, line_dash="dot", line_color="gray", annotation_text=text, annotation_position="top")
+    return _layout(fig, "Loss on the straight line between two models", "α ((1−α)·θ_run + α·θ_other)", "loss")
+
+
+def _grid(rec: dict) -> tuple[list[float], list[float], list[list[float | None]]]:
+    """x = alphas (d1), y = betas (d2), z[j][i] = loss at (alpha_i, beta_j) as Plotly wants rows = y."""
+    a, b = list(rec.get("alphas") or []), list(rec.get("betas") or rec.get("alphas") or [])
+    g = rec.get("losses") or []
+    z = [[_num(g[i][j]) if i < len(g) and j < len(g[i]) else None for i in range(len(a))] for j in range(len(b))]
+    return a, b, z
+
+
+def contour_figure(rec: dict, name: str = "") -> go.Figure:
+    a, b, z = _grid(rec)
+    fig = go.Figure(go.Contour(x=a, y=b, z=z, colorscale="Viridis", colorbar={"title": "loss"},
+                               contours={"showlabels": True, "labelfont": {"size": 10, "color": "white"}},
+                               hovertemplate="α=%{x:.2f}<br>β=%{y:.2f}<br>loss=%{z:.4f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[0], y=[0], mode="markers", marker={"symbol": "x", "size": 11, "color": "red"},
+                             name="checkpoint", hoverinfo="skip"))
+    fig.update_layout(showlegend=False)
+    fig = _layout(fig, f"2-D slice of {name}: contour", "α (direction 1)", "β (direction 2)", height=460)
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def surface_figure(rec: dict, name: str = "") -> go.Figure:
+    a, b, z = _grid(rec)
+    fig = go.Figure(go.Surface(x=a, y=b, z=z, colorscale="Viridis", colorbar={"title": "loss"},
+                               hovertemplate="α=%{x:.2f}<br>β=%{y:.2f}<br>loss=%{z:.4f}<extra></extra>"))
+    fig.update_layout(title=f"2-D slice of {name}: surface", height=460, margin={"l": 0, "r": 0, "t": 50, "b": 0},
+                      scene={"domain": {"x": [0.06, 1.0]}, "xaxis_title": "α", "yaxis_title": "β", "zaxis_title": "loss",
+                             "camera": {"eye": {"x": 1.7, "y": -1.7, "z": 1.1}}})
+    return fig

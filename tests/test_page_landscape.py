@@ -1,0 +1,178 @@
+"""The Landscape page against REAL tiny runs with REAL probe results.
+
+The module fixture trains two tiny runs with the CLI, runs `uegr landscape` (the CLI's own entry point,
+in-process to save the start-up of seven more interpreters) for slice1d, slice2d, hessian, sharpness and
+interp with small settings, and runs one more probe as a real detached background job through the
+page's launcher. The page test that presses Start mocks the subprocess launch with a harmless sleeper.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app" / "streamlit_app.py")
+PAGE = "../pages/landscape.py"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from app import landscape_view as lv  # noqa: E402
+
+RUNS = ("tiny-uegr", "tiny-vanilla")
+
+
+def _train_cmd(name: str, *sets: str) -> list[str]:
+    return [sys.executable, "-m", "uegr.cli", "train", "--preset", "tiny", "--name", name, "--quiet",
+            "--set", "runtime.threads=1", "--set", "optim.max_steps=2", "--set", "runtime.eval_every=2",
+            *[a for s in sets for a in ("--set", s)]]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    from uegr.cli import main
+    from uegr.runs import RunStore
+
+    home = tmp_path_factory.mktemp("ls_runs")
+    env = {**os.environ, "UEGR_HOME": str(home)}
+    procs = [subprocess.Popen(_train_cmd(RUNS[0]), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT),
+             subprocess.Popen(_train_cmd(RUNS[1], "method.name=vanilla"), cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)]
+    for p in procs:
+        out, _ = p.communicate(timeout=600)
+        assert p.returncode == 0, out.decode()[-2000:]
+    store = RunStore(home)
+    # One real background job through the page's launcher, running while the in-process probes run.
+    bg = lv.launch_probe(store.get(RUNS[1]), "slice1d", {"examples": 16, "points": 5, "span": 0.5},
+                         runs_dir=home)
+    small = ["--examples", "16", "--no-progress", "--runs-dir", str(home)]
+    for name in RUNS:
+        for args in (["--kind", "slice2d", "--points", "3"], ["--kind", "hessian", "--iters", "3", "--samples", "2"],
+                     ["--kind", "sharpness"]):
+            assert main(["landscape", name, *small, *args]) == 0, (name, args)
+    assert main(["landscape", RUNS[0], *small, "--kind", "slice1d", "--points", "5", "--span", "0.5"]) == 0
+    assert main(["landscape", RUNS[0], *small, "--kind", "interp", "--points", "5", "--other", RUNS[1]]) == 0
+    final = lv.wait(store.get(RUNS[1]), "slice1d", timeout=300)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UEGR_HOME", str(home))
+        yield {"home": home, "store": store, "bg": bg, "bg_final": final}
+
+
+def _page(timeout: float = 120) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    at.run()
+    at.switch_page(PAGE)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _infos(at: AppTest) -> str:
+    return "\n".join(str(m.value) for m in at.info)
+
+
+def test_background_probe_ran_for_real(home):
+    st = home["bg_final"]
+    assert st is not None and st["state"] == "completed", st and (st["state"], st["log_tail"])
+    rec = lv.results(home["store"].get(RUNS[1]))["slice1d"]
+    assert rec["settings"]["points"] == 5 and len(rec["losses"]) == 5 and rec["n_examples"] == 16
+    assert st["fraction"] == 1.0 and "--stop-file" in st["cmd"]
+
+
+def test_page_shows_real_probe_numbers(home):
+    at = _page()
+    assert set(at.multiselect(key="ls_runs").value) == set(RUNS)
+    assert "Estimated cost" in _infos(at)  # shown before anything starts
+    assert "No probes yet" not in _infos(at)
+    df = at.dataframe[0].value.set_index("run")
+    for name in RUNS:
+        res = lv.results(home["store"].get(name))
+        assert set(res) >= {"slice1d", "slice2d", "hessian", "sharpness"}
+        assert df.loc[name, "top eigenvalue"] == pytest.approx(res["hessian"]["eigenvalues"][0])
+        assert df.loc[name, "Hessian trace"] == pytest.approx(res["hessian"]["trace"])
+        assert df.loc[name, "SAM sharpness"] == pytest.approx(res["sharpness"]["sam"]["sharpness"])
+        assert df.loc[name, "ε-sharpness"] == pytest.approx(res["sharpness"]["eps"]["sharpness"])
+        assert df.loc[name, "1-D max rise"] == pytest.approx(res["slice1d"]["max_increase"])
+    assert df.loc[RUNS[0], "interp barrier"] is not None
+    charts = at.get("plotly_chart")
+    assert len(charts) == 4  # 1-D overlay, contour, surface, interpolation
+    assert "No interpolation yet for tiny-vanilla" in _infos(at)
+
+
+def test_start_probe_launches_job_and_stop(home, monkeypatch):
+    launched: list[list[str]] = []
+    real_popen = subprocess.Popen
+
+    def fake_popen(cmd, **kw):  # a harmless sleeper stands in for the probe process
+        launched.append(list(cmd))
+        return real_popen([sys.executable, "-c", "import time; time.sleep(60)"], **kw)
+
+    monkeypatch.setattr(lv.subprocess, "Popen", fake_popen)
+    at = _page()
+    at.selectbox(key="ls_kind").set_value("hessian")
+    at.run()
+    at.number_input(key="ls_iters").set_value(4)
+    at.number_input(key="ls_samples").set_value(3)
+    at.run()
+    assert "Estimated cost" in _infos(at)
+    at.button(key="ls_start").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    try:
+        assert len(launched) == 2
+        for cmd in launched:
+            i = cmd.index("landscape")
+            assert cmd[i + 2:i + 4] == ["--kind", "hessian"]
+            assert cmd[cmd.index("--iters") + 1] == "4" and cmd[cmd.index("--samples") + 1] == "3"
+            assert cmd[cmd.index("--stop-file") + 1].endswith("landscape-hessian.stop")
+        assert any("Started hessian" in str(s.value) for s in at.success)
+        assert len(at.get("progress")) >= 2
+        assert at.button(key="ls_start").disabled  # the same probe cannot start twice
+        at.button(key=f"ls_stop.{RUNS[0]}.hessian").click()
+        at.run()
+        run = home["store"].get(RUNS[0])
+        assert lv.paths(run, "hessian")["stop"].exists()
+        assert lv.probe_status(run, "hessian")["state"] == "stopping"
+    finally:
+        for name in RUNS:
+            job = lv.probe_status(home["store"].get(name), "hessian")
+            if job:
+                try:
+                    os.kill(job["pid"], signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        lv._reap()
+
+
+def test_empty_state_for_run_without_probes(home, tmp_path, monkeypatch):
+    import shutil
+
+    src = home["store"].get(RUNS[0]).path
+    shutil.copytree(src, tmp_path / "fresh-run", ignore=shutil.ignore_patterns("analyses"))
+    monkeypatch.setenv("UEGR_HOME", str(tmp_path))
+    at = _page()
+    assert "No probes yet for **fresh-run** — start one above." in _infos(at)
+    assert not at.get("plotly_chart")
+
+
+def test_parse_progress_hessian_phases():
+    log = "x:   0%| | 0/8 [00:00\rx: 50%| | 4/8 [00:01\rx: 100%| | 8/8 [\r y:  0%| | 0/4 [\ry: 50%| | 2/4 ["
+    frac, label = lv.parse_progress(log, "hessian", {"k": 1, "iters": 8, "samples": 4})
+    assert frac == pytest.approx(8 / 12 + 4 / 12 * 0.5) and label.startswith("trace")
+    frac, label = lv.parse_progress("a 3/10 [", "slice2d", {})
+    assert frac == pytest.approx(0.3) and "grid points" in label
+    assert lv.parse_progress("loading...", "slice1d", {}) is None
+
+
+def test_interp_barrier_and_calibration():
+    rec = {"loss": 1.0, "alphas": [-0.25, 0.125, 0.5, 0.875, 1.25], "losses": [1.1, 1.0, 3.0, 1.9, 2.2]}
+    assert lv.interp_barrier(rec) == pytest.approx(3.0 - (1.9 + (2.2 - 1.9) / 3))  # L(1) read off the curve
+    assert lv.interp_barrier({"loss": 1.0, "alphas": [0.0, 0.5], "losses": [1.0, 1.2]}) is None  # stopped early
+    assert lv.calibration([None, {"seconds": 4.0, "estimated_seconds": 0.2}]) == pytest.approx(20.0)
+    assert lv.calibration([None]) is None
