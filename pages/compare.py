@@ -1,0 +1,94 @@
+"""Compare: runs side by side — knobs, clean and robust accuracy, Pareto front, attacks, landscape, predictions."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import attack_view as av
+from app import common
+from app import compare_view as cv
+from uegr.compare import BASE_COLUMNS, attack_keys, comparison_table, to_csv, to_markdown
+from uegr.models import ModelLoadError
+
+st.title("Compare runs")
+st.caption("One row per run, read from its folder: the method's knobs, clean accuracy (best validation "
+           "score), accuracy under every saved attack (Attack lab or `uegr attack`), landscape probes "
+           "(`uegr landscape`) and training time. Empty cells: that analysis has not been run.")
+
+store = common.store()
+runs = store.list()
+if not runs:
+    st.info(f"No runs in `{store.root}` yet: train some on the Train page.")
+    st.stop()
+by_name = {r.name: r for r in runs}
+chosen = st.multiselect("Runs", list(by_name), default=list(by_name)[:6], key="cmp_runs")
+if not chosen:
+    st.info("Choose at least one run.")
+    st.stop()
+
+rows = comparison_table([by_name[n] for n in chosen])
+keys = attack_keys(rows)
+pct_cols = {c: st.column_config.NumberColumn(format="%.3f") for c in rows[0]
+            if c in ("clean_accuracy", "robust_accuracy") or c.startswith(("under_attack:", "success_rate:"))}
+st.dataframe(rows, hide_index=True, width="stretch", column_config=pct_cols)
+d1, d2, _ = st.columns([1, 1, 3])
+d1.download_button("Download CSV", to_csv(rows), file_name="uegr-comparison.csv", mime="text/csv",
+                   icon=":material/download:", key="cmp_csv")
+d2.download_button("Download Markdown", to_markdown(rows), file_name="uegr-comparison.md", mime="text/markdown",
+                   icon=":material/download:", key="cmp_md")
+
+# ------------------------------------------------------------------ clean vs robust
+st.header("Clean vs robust", divider="gray")
+if not keys:
+    st.info("None of these runs has a saved attack yet: run one under *Attack a slice of the data* on the "
+            "Attack lab page (or `uegr attack RUN`), then come back.")
+else:
+    c1, c2 = st.columns([3, 1])
+    with c2:
+        robust_key = st.selectbox("Robust accuracy from", [None, *keys], key="cmp_robust",
+                                  format_func=lambda k: "worst over attacks" if k is None else k)
+        metric = st.radio("Bars", ["under_attack", "success_rate", "perturbed_pct"], key="cmp_bar_metric",
+                          format_func={"under_attack": "accuracy under attack", "success_rate": "attack success rate",
+                                       "perturbed_pct": "perturbed words %"}.get)
+    fig, front = cv.pareto_scatter(rows, robust_key)
+    with c1:
+        st.plotly_chart(fig, key="cmp_scatter")
+    c2.caption("On the Pareto front: " + (", ".join(front) if front else "-"))
+    st.plotly_chart(cv.attack_bars(rows, metric), key="cmp_bars")
+    st.caption("Attack metrics follow TextAttack: accuracy under attack = failed / N; success rate = successful / "
+               "(successful + failed); N may differ between runs — see the attacked_n columns.")
+
+lands = [r for r in rows if any(r.get(c) is not None for c in BASE_COLUMNS if c.startswith(("hessian", "sharpness")))]
+if lands:
+    st.header("Flatness", divider="gray")
+    st.dataframe([{k: r.get(k) for k in ("name", "method", "hessian_top_eigenvalue", "hessian_trace",
+                                         "sharpness_sam", "sharpness_eps")} for r in lands],
+                 hide_index=True, width="stretch")
+    st.caption("Smaller top eigenvalue / trace / sharpness = flatter minimum.")
+
+# ------------------------------------------------------------------ predictions on a sentence
+st.header("Predictions on a sentence", divider="gray")
+sentence = st.text_input("Sentence", key="cmp_sentence", placeholder="Type a sentence to see every model's prediction")
+if sentence.strip():
+    from uegr.models import predict_proba
+
+    preds = []
+    for n in chosen:
+        run = by_name[n]
+        try:
+            model, tok = av.load(run.best_checkpoint())
+        except (ModelLoadError, ValueError, OSError) as exc:
+            preds.append({"run": n, "prediction": f"({exc})"})
+            continue
+        probs = predict_proba(model, tok, [sentence.strip()])[0].tolist()
+        names = av.label_names(model) or [str(i) for i in range(len(probs))]
+        top = max(range(len(probs)), key=probs.__getitem__)
+        preds.append({"run": n, "method": rows[chosen.index(n)]["method"], "prediction": names[top],
+                      "confidence": probs[top], **{f"p({names[i]})": p for i, p in enumerate(probs)}})
+    cols = st.columns(min(len(preds), 4))
+    for i, p in enumerate(preds):
+        cols[i % len(cols)].metric(p["run"], p["prediction"],
+                                   f"{p['confidence']:.1%}" if "confidence" in p else None, delta_color="off")
+    st.dataframe(preds, hide_index=True, width="stretch")
+elif "cmp_sentence" in st.session_state and st.session_state["cmp_sentence"] != "":
+    st.warning("The sentence is empty.")

@@ -1,0 +1,158 @@
+"""The Attack lab and Compare pages against REAL tiny runs (trained here by the CLI, tiny preset).
+
+Attacking a typed sentence through the page runs DeepWordBug and Captum on the tiny random BERT; the
+slice attack runs the real `uegr attack` CLI as a background job started by the page's button.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app" / "streamlit_app.py")
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _train(home: Path, name: str, *sets: str) -> None:
+    cmd = [sys.executable, "-m", "uegr.cli", "train", "--preset", "tiny", "--name", name, "--quiet",
+           "--set", "runtime.threads=1", "--set", "optim.max_steps=2", "--set", "runtime.eval_every=2",
+           *[a for s in sets for a in ("--set", s)]]
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "UEGR_HOME": str(home)}, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("atk_runs")
+    _train(home, "tiny-uegr")
+    _train(home, "tiny-vanilla", "method.name=vanilla")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UEGR_HOME", str(home))
+        yield home
+    from app import analysis_jobs as aj
+    from uegr.runs import RunStore
+    for run in RunStore(home).list():  # never leave an attack process behind
+        for job in aj.jobs_for(run):
+            aj.stop_attack(run, job["recipe"], job["split"], grace=2)
+
+
+def _page(path: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    at.switch_page(path)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _md(at: AppTest) -> str:
+    return "\n".join(str(m.value) for m in at.markdown)
+
+
+def test_attack_page_typed_sentence(home):
+    at = _page("../pages/attack.py")
+    assert at.multiselect(key="atk_models").value == ["tiny-vanilla", "tiny-uegr"]  # baseline first
+    assert "deepwordbug" in at.selectbox(key="atk_recipe").options[0]
+    assert "textfooler" not in " ".join(at.selectbox(key="atk_recipe").options).replace("textfooler-lite", "")
+    assert "~~textfooler~~" in _md(at)  # unavailable recipes are listed with their reason
+
+    at.button(key="atk_go").click()
+    at.run()
+    assert not at.exception
+    assert any("empty" in w.value for w in at.warning)
+
+    at.text_area(key="atk_text").input("a <b>gripping</b> & beautifully acted film")
+    at.number_input(key="atk_steps").set_value(16)
+    at.button(key="atk_go").click()
+    t0 = time.time()
+    at.run(timeout=300)
+    print(f"page attack of 2 models: {time.time() - t0:.1f} s")
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    results = at.session_state["atk_results"]
+    assert [r["model"].split(" · ")[0] for r in results] == ["tiny-vanilla", "tiny-uegr"]
+    for r in results:
+        rec = r["record"]
+        assert rec["result"] in ("successful", "failed", "skipped") and rec["num_queries"] >= 1
+        assert r["attr_orig"]["target"] == rec["original_prediction"] == r["attr_adv"]["target"]
+        assert r["attr_orig"]["steps"] == 16
+    md = _md(at)
+    assert "&lt;b&gt;" in md and "&amp;" in md and "<b>" not in md  # user text is escaped
+    assert "for the target class" in md and "Original" in md
+    assert md.count("title=\"+") + md.count("title=\"-") >= 2 * 2 * 5  # attributions: 2 models x 2 sentences
+    assert len(at.metric) == 4  # before/after x 2 models
+    assert sum("convergence delta" in c.value for c in at.caption) == 4
+
+
+def test_attack_page_pick_from_data(home):
+    at = _page("../pages/attack.py")
+    at.radio(key="atk_src").set_value("Pick one from a run's data")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="atk_data_split").value in ("validation", "test")
+    assert at.text_area(key="atk_text").value  # the picked example fills the sentence
+    assert any("True label" in c.value for c in at.caption)
+
+
+def test_attack_slice_job_and_compare(home):
+    from app import analysis_jobs as aj
+    from uegr.runs import RunStore
+
+    at = _page("../pages/attack.py")
+    at.selectbox(key="atk_job_run").select("tiny-uegr")
+    at.number_input(key="atk_job_n").set_value(2)
+    at.number_input(key="atk_job_budget").set_value(200)
+    at.run()
+    at.button(key="atk_job_start").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    run = RunStore(home).get("tiny-uegr")
+    job = aj.job_status(run, "deepwordbug", "test")
+    assert job is not None and job["n"] == 2
+    assert (run.analyses_dir / "attack-deepwordbug-test" / "log.txt").is_file()
+    job = aj.wait(run, "deepwordbug", "test", timeout=300)
+    assert job["state"] == "completed", job["log_tail"]
+    assert job["done"] == job["total"] == 2
+
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(s.value.startswith("deepwordbug on test: 2 examples") for s in at.success)
+    table = at.dataframe[0].value
+    assert list(table["analysis"]) == ["attack-deepwordbug-test"]
+
+    cmp = _page("../pages/compare.py")
+    rows = cmp.dataframe[0].value
+    assert set(rows["name"]) == {"tiny-uegr", "tiny-vanilla"}
+    assert "under_attack:deepwordbug/test" in rows.columns
+    assert any("Pareto front" in c.value for c in cmp.caption)
+    cmp.text_input(key="cmp_sentence").input("a dull, lifeless film")
+    cmp.run()
+    assert not cmp.exception, [e.value for e in cmp.exception]
+    assert {m.label for m in cmp.metric} == {"tiny-uegr", "tiny-vanilla"}
+    cmp.selectbox(key="cmp_robust").select("deepwordbug/test")
+    cmp.radio(key="cmp_bar_metric").set_value("success_rate")
+    cmp.run()
+    assert not cmp.exception, [e.value for e in cmp.exception]
+
+
+def test_attack_job_stop(home):
+    from app import analysis_jobs as aj
+    from uegr.runs import RunStore
+
+    run = RunStore(home).get("tiny-vanilla")
+    aj.launch_attack(run, "deepwordbug", 500, "validation", query_budget=5000)
+    time.sleep(1.0)
+    assert aj.job_status(run, "deepwordbug", "validation")["state"] == "running"
+    assert aj.stop_attack(run, "deepwordbug", "validation", grace=10)
+    st = aj.wait(run, "deepwordbug", "validation", timeout=30)
+    assert st["state"] == "stopped", st
+    assert not aj.stop_attack(run, "deepwordbug", "validation")  # nothing running any more
