@@ -5,6 +5,7 @@ vanilla step vs a plain `transformers.Trainer` step, all on the same batch in on
     python bench/step_cost.py --steps 5 --model tiny-bert   # quick smoke run
 
 Prints ratios (efficiency = (1+K) x vanilla time / UEGR time; fused speed-up = separate / fused).
+Variants are timed interleaved (one step of each in turn), so drift and noise hit all alike.
 Run on an idle machine: other jobs on the same cores distort absolute times.
 """
 
@@ -77,20 +78,27 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_trainer(trainer: Trainer, batch: dict, steps: int, warmup: int) -> dict:
-    device = trainer.accelerator.device.type
+def interleaved(steps: int, warmup: int, device: str, **fns) -> dict[str, float]:
+    """Median ms per call of each function, calling them in turn every round so that machine noise and
+    warm-up drift hit all variants alike."""
     for _ in range(warmup):
-        trainer.train_step(batch)
-    sync(device)
-    times = []
-    with PeakMemory(device) as mem:
-        for _ in range(steps):
-            t = time.perf_counter()
-            trainer.train_step(batch)
+        for f in fns.values():
+            f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(steps):
+        for name, f in fns.items():
             sync(device)
-            times.append(time.perf_counter() - t)
-    ms = statistics.median(times) * 1000
-    return {"ms_per_step": ms, "examples_per_s": batch["labels"].shape[0] / (ms / 1000), "peak_mib": mem.mib}
+            t = time.perf_counter()
+            f()
+            sync(device)
+            times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) * 1000 for k, v in times.items()}
+
+
+def peak_mib(trainer: Trainer, batch: dict) -> float:
+    with PeakMemory(trainer.accelerator.device.type) as mem:
+        trainer.train_step(batch)
+    return mem.mib
 
 
 def make_trainer(base_overrides, extra, dataset, separate=False) -> Trainer:
@@ -104,7 +112,7 @@ def make_trainer(base_overrides, extra, dataset, separate=False) -> Trainer:
     return tr
 
 
-def hf_trainer_ms(model_name: str, dataset, batch: dict, steps: int, warmup: int, attn: str) -> float:
+def hf_trainer_step(model_name: str, dataset, batch: dict, attn: str):
     """A plain transformers.Trainer training step (training_step + clip + optimizer + scheduler)."""
     import tempfile
 
@@ -122,8 +130,7 @@ def hf_trainer_ms(model_name: str, dataset, batch: dict, steps: int, warmup: int
     hf.create_optimizer_and_scheduler(num_training_steps=1000)
     hf.current_gradient_accumulation_steps = 1  # normally set inside Trainer.train()
     model.train()
-    device = hf.args.device
-    batch = {k: v.to(device) for k, v in batch.items()}
+    batch = {k: v.to(hf.args.device) for k, v in batch.items()}
 
     def step():
         hf.training_step(model, batch)
@@ -132,16 +139,7 @@ def hf_trainer_ms(model_name: str, dataset, batch: dict, steps: int, warmup: int
         hf.lr_scheduler.step()
         model.zero_grad(set_to_none=True)
 
-    for _ in range(warmup):
-        step()
-    sync(device.type)
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        sync(device.type)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
+    return step
 
 
 def main() -> None:
@@ -173,33 +171,43 @@ def main() -> None:
 
     results = {"device": str(device), "threads": torch.get_num_threads(), "batch_size": args.batch_size,
                "tokens": batch["input_ids"].shape[1], "model": args.model, "steps": args.steps}
-    vanilla = time_trainer(make_trainer(base, ["method.name=vanilla"], dataset), batch, args.steps, args.warmup)
-    results["vanilla"] = vanilla
+    dev = device.type
+    vanilla_tr = make_trainer(base, ["method.name=vanilla"], dataset)
+    vanilla_step = lambda: vanilla_tr.train_step(batch)  # noqa: E731
+    hf_step = hf_trainer_step(args.model, dataset, {k: v.cpu() for k, v in batch.items()}, "eager")
+    ms = interleaved(args.steps, args.warmup, dev, ours=vanilla_step, hf=hf_step)
+    results["vanilla"] = {"ms_per_step": ms["ours"], "examples_per_s": args.batch_size / ms["ours"] * 1000,
+                          "peak_mib": peak_mib(vanilla_tr, batch)}
+    results["hf_trainer_ms"] = ms["hf"]
+    results["ours_vs_hf"] = ms["hf"] / ms["ours"]
+    del hf_step
     results["uegr"] = {}
     for k in [int(x) for x in args.k.split(",")]:
         extra = ["method.name=uegr", f"method.k={k}", "method.refresh_every=50"]
-        fused = time_trainer(make_trainer(base, extra, dataset), batch, args.steps, args.warmup)
-        separate = time_trainer(make_trainer(base, extra, dataset, separate=True), batch, args.steps, args.warmup)
-        fused["efficiency"] = (1 + k) * vanilla["ms_per_step"] / fused["ms_per_step"]
-        fused["separate_ms"] = separate["ms_per_step"]
-        fused["fused_speedup"] = separate["ms_per_step"] / fused["ms_per_step"]
-        results["uegr"][k] = fused
-    hf_ms = hf_trainer_ms(args.model, dataset, {k: v.cpu() for k, v in batch.items()}, args.steps, args.warmup,
-                          "eager")
-    results["hf_trainer_ms"] = hf_ms
-    results["ours_vs_hf"] = hf_ms / vanilla["ms_per_step"]
+        fused_tr = make_trainer(base, extra, dataset)
+        sep_tr = make_trainer(base, extra, dataset, separate=True)
+        ms = interleaved(args.steps, args.warmup, dev, vanilla=vanilla_step, fused=lambda t=fused_tr: t.train_step(batch),
+                         separate=lambda t=sep_tr: t.train_step(batch))
+        results["uegr"][k] = {"ms_per_step": ms["fused"], "examples_per_s": args.batch_size / ms["fused"] * 1000,
+                              "peak_mib": peak_mib(fused_tr, batch), "vanilla_ms": ms["vanilla"],
+                              "efficiency": (1 + k) * ms["vanilla"] / ms["fused"], "separate_ms": ms["separate"],
+                              "fused_speedup": ms["separate"] / ms["fused"]}
+        del fused_tr, sep_tr
 
     if args.json:
         print(json.dumps(results, indent=1))
         return
     print(f"device {results['device']}  threads {results['threads']}  model {args.model}  "
           f"batch {args.batch_size} x {results['tokens']} tokens  median of {args.steps} steps")
-    print(f"{'variant':<16}{'ms/step':>10}{'ex/s':>9}{'peak MiB':>10}{'efficiency':>12}{'separate ms':>13}{'fused x':>9}")
+    vanilla = results["vanilla"]
+    print(f"{'variant':<16}{'ms/step':>10}{'ex/s':>9}{'peak MiB':>10}{'vanilla ms':>12}{'efficiency':>12}"
+          f"{'separate ms':>13}{'fused x':>9}")
     print(f"{'vanilla':<16}{vanilla['ms_per_step']:>10.0f}{vanilla['examples_per_s']:>9.1f}{vanilla['peak_mib']:>10.0f}")
     for k, r in results["uegr"].items():
         print(f"{'uegr K=' + str(k):<16}{r['ms_per_step']:>10.0f}{r['examples_per_s']:>9.1f}{r['peak_mib']:>10.0f}"
-              f"{r['efficiency']:>12.2f}{r['separate_ms']:>13.0f}{r['fused_speedup']:>9.2f}")
-    print(f"transformers.Trainer step {hf_ms:.0f} ms; ours/HF speed ratio (HF ms / our ms) = {results['ours_vs_hf']:.2f}")
+              f"{r['vanilla_ms']:>12.0f}{r['efficiency']:>12.2f}{r['separate_ms']:>13.0f}{r['fused_speedup']:>9.2f}")
+    print(f"transformers.Trainer step {results['hf_trainer_ms']:.0f} ms (interleaved with ours); "
+          f"ours/HF speed ratio (HF ms / our ms) = {results['ours_vs_hf']:.2f}")
 
 
 if __name__ == "__main__":

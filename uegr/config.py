@@ -128,6 +128,7 @@ class OptimConfig:
     eval_batch_size: int = 64
     grad_clip: float = 1.0
     weight_decay: float = 0.01
+    head_lr_scale: float = 1.0  # lr multiplier for the new classifier head and pooler
     seed: int = 42
 
 
@@ -387,6 +388,7 @@ def validate(cfg: Config) -> Config:
     _range("optim.eval_batch_size", o.eval_batch_size, 1, 8192)
     _range("optim.grad_clip", o.grad_clip, 0)
     _range("optim.weight_decay", o.weight_decay, 0, 1)
+    _range("optim.head_lr_scale", o.head_lr_scale, 0, 1000, lo_open=True)
     _choice("runtime.device", r.device, DEVICES)
     _choice("runtime.precision", r.precision, PRECISIONS)
     _range("runtime.threads", r.threads, 0, 256)

@@ -26,7 +26,7 @@ from .methods import adversary as adv
 from .methods.uegr import UEGR
 from .models import encoder_layer_prefixes, load_model
 from .saliency import MaskedAdamW, SelectiveUpdater
-from .trainer import _no_decay
+from .trainer import _no_decay, parameter_groups
 from .weights import relative_change
 
 LABEL_NAMES = ["negative", "positive"]
@@ -95,8 +95,7 @@ def walk_step(model, tokenizer, texts: list[str], labels: list[int], method_cfg:
 
         # The trainer's optimizer: AdamW over decay / no-decay groups; MaskedAdamW under freeze_moments.
         named = [(n, p) for n, p in work.named_parameters() if p.requires_grad]
-        groups = [{"params": [p for n, p in named if not _no_decay(n)], "weight_decay": weight_decay},
-                  {"params": [p for n, p in named if _no_decay(n)], "weight_decay": 0.0}]
+        groups = parameter_groups(work, lr, weight_decay)
         updater = None
         if method.mask_mode:
             updater = SelectiveUpdater(work, dataclasses.replace(cfg, **method.updater_overrides), seed)

@@ -110,9 +110,7 @@ class Trainer:
         self.steps_per_epoch = max(1, math.ceil(len(self.train_data) / (o.batch_size * world)))
         self.total_steps = o.max_steps or max(1, math.ceil(o.epochs * self.steps_per_epoch))
 
-        decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
-        no_decay = [p for n, p in model.named_parameters() if p.requires_grad and _no_decay(n)]
-        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = parameter_groups(model, o.lr, o.weight_decay, o.head_lr_scale)
         m = cfg.method
         self.updater: SelectiveUpdater | None = None
         if self.method.mask_mode:
@@ -121,7 +119,9 @@ class Trainer:
         if self.updater is not None and m.freeze_moments:
             optimizer = MaskedAdamW(groups, lr=o.lr)
         else:
-            optimizer = torch.optim.AdamW(groups, lr=o.lr)
+            # The fused kernel (CPU and CUDA) is several times faster than the foreach one on 22M parameters.
+            fused = device in ("cpu", "cuda")
+            optimizer = torch.optim.AdamW(groups, lr=o.lr, fused=fused or None)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.raw_model = self.accelerator.unwrap_model(self.model)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda)
@@ -349,6 +349,20 @@ class Trainer:
 
 def _as_tuple(x):
     return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def parameter_groups(model, lr: float, weight_decay: float, head_lr_scale: float = 1.0) -> list[dict]:
+    """AdamW groups: no decay for biases and LayerNorms; the new head (and pooler) may get a larger lr."""
+    groups: dict[tuple, list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((_no_decay(name), _is_head(name)), []).append(p)
+    return [{"params": ps, "weight_decay": 0.0 if nd else weight_decay, "lr": lr * (head_lr_scale if head else 1.0)}
+            for (nd, head), ps in sorted(groups.items())]
+
+
+def _is_head(name: str) -> bool:
+    return name.startswith(("classifier", "pre_classifier", "score")) or ".pooler." in name
 
 
 def _no_decay(name: str) -> bool:
