@@ -117,11 +117,15 @@ def fmt(values: list[float], scale: float = 100.0) -> str:
     return f"{mean:.1f} ± {std:.1f}"
 
 
-def write_results(path: Path, rows: dict, args, command: str, search: list, wall: float) -> None:
+def write_results(path: Path, rows: dict, args, command: str, search: list, wall: float,
+                  wall_note: bool = True) -> None:
     recipes = args.recipes.split(",")
     lines = ["# Reproduction on SST-2", "",
-             "Produced by (and only by) this command:", "", "```", command, "```", "",
-             f"Total wall time {wall / 60:.0f} min on this machine ({os.cpu_count()} cores, CPU only).", "",
+             ("Produced by (and only by) this command:" if wall_note else
+              "The runs were produced by these commands (one process per seed, run side by side):"),
+             "", "```", command, "```", "",
+             (f"Total wall time {wall / 60:.0f} min on this machine ({os.cpu_count()} cores, CPU only)." if wall_note
+              else f"CPU only ({os.cpu_count()} cores); per-run training time in the last column."), "",
              "## Results (mean ± std over seeds, %)", ""]
     head = "| method | seeds | SST-2 dev acc | SST-2 test acc | " + " | ".join(
         f"acc. under {r}" for r in recipes) + " | train time / run |"
@@ -160,6 +164,30 @@ def write_results(path: Path, rows: dict, args, command: str, search: list, wall
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def report(store: RunStore, args, command: str, t_start: float) -> None:
+    """The table from finished runs only: nothing is trained or attacked."""
+    rows: dict[str, list[dict]] = {}
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for method in args.methods.split(","):
+            try:
+                rec = store.get(f"{method}-s{seed}").analyses("reproduce").get("reproduce")
+            except RunError:
+                rec = None
+            if rec and rec.get("complete"):
+                rows.setdefault(method, []).append(rec)
+    search = []
+    for i, extra in enumerate(UEGR_SEARCH):
+        try:
+            search.append((extra, store.get(f"search-uegr-{i}").status().get("best_score")))
+        except RunError:
+            pass
+    produced = "\n".join(args.produced_by) or command
+    header = (f"{produced}\n```\n\nTable assembled from the finished runs in `{args.runs_dir}` by:\n\n```\n{command}")
+    write_results(Path(args.out), rows, args, header, search if args.select else [], time.time() - t_start,
+                  wall_note=False)
+    print(f"wrote {args.out}: " + ", ".join(f"{m} x{len(r)}" for m, r in rows.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default="vanilla,rdrop,freelb,childtuning,roast,uegr")
@@ -178,6 +206,10 @@ def main() -> None:
     ap.add_argument("--query-budget", type=int, default=2000)
     ap.add_argument("--max-perturb", type=float, default=0.3)
     ap.add_argument("--select", action="store_true", help="search UEGR settings on the dev set first")
+    ap.add_argument("--report-only", action="store_true",
+                    help="only assemble the table from finished runs in --runs-dir (train and attack nothing)")
+    ap.add_argument("--produced-by", action="append", default=[],
+                    help="with --report-only: the command(s) that produced the runs, quoted in the doc")
     ap.add_argument("--runs-dir", default="runs/reproduce")
     ap.add_argument("--out", default="docs/results.md")
     args = ap.parse_args()
@@ -191,6 +223,9 @@ def main() -> None:
 
     uegr_extra: list[str] = []
     search = []
+    if args.report_only:
+        report(store, args, command, t_start)
+        return
     if args.select:
         for i, extra in enumerate(UEGR_SEARCH):
             run, trainer = train_one(store, f"search-uegr-{i}", base + METHOD_OVERRIDES["uegr"] + extra +
