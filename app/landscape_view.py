@@ -30,6 +30,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from app.jobs import _child_env
+from uegr.compare import number_or_none
 from uegr.landscape import KINDS, ProbeSettings, estimate_cost
 from uegr.runs import Run, pid_alive
 
@@ -319,13 +320,7 @@ def results(run: Run) -> dict[str, dict]:
 
 
 def _num(x) -> float | None:
-    if isinstance(x, bool) or x is None:
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) or math.isinf(v) else None
+    return number_or_none(x, allow_inf=True)
 
 
 def _grid_max(grid) -> float | None:

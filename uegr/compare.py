@@ -31,15 +31,19 @@ ATTACK_METRICS = {"under_attack": "accuracy_under_attack", "success_rate": "atta
 SELECTIVE = ("uegr", "childtuning", "roast")
 
 
-def _num(x) -> float | None:
-    """A finite float, or None (NaN, missing, non-numbers)."""
+def number_or_none(x, allow_inf: bool = False) -> float | None:
+    """A float, or None for NaN, missing values and non-numbers (and infinities unless allowed)."""
     if isinstance(x, bool) or x is None:
         return None
     try:
         v = float(x)
     except (TypeError, ValueError):
         return None
-    return v if math.isfinite(v) else None
+    return v if math.isfinite(v) or (allow_inf and math.isinf(v)) else None
+
+
+def _num(x) -> float | None:
+    return number_or_none(x)
 
 
 def _knobs(cfg) -> dict:
