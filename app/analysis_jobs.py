@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from app.jobs import _child_env
+from app.jobs import child_env
 from uegr.runs import Run, pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def launch_attack(run: Run, recipe: str, n: int, split: str = "test", query_budg
         cmd += ["--max-perturb", str(float(max_perturb))]
     if fresh:
         cmd.append("--fresh")
-    env = _child_env()
+    env = child_env()
     env["UEGR_HOME"] = str(root)
     log_path = d / LOG
     with log_path.open("ab") as log:

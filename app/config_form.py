@@ -21,7 +21,7 @@ CHOICES = {
     "method.name": C.METHODS, "method.adv_norm": C.ADV_NORMS, "method.rate_rule": C.RATE_RULES,
     "method.saliency": C.SALIENCIES, "method.mask_scope": C.MASK_SCOPES, "method.mask_rule": C.MASK_RULES,
     "optim.schedule": C.SCHEDULES, "runtime.device": C.DEVICES, "runtime.precision": C.PRECISIONS,
-    "model.attn_implementation": C.ATTN_IMPLS,
+    "model.attn_implementation": C.ATTN_IMPLS, "model.pooling": C.POOLINGS,
 }
 MULTI = {"method.dropout_targets": C.DROPOUT_TARGETS}
 # Fields drawn by the page itself (data source picker, model picker), not by the generic loop.
@@ -39,6 +39,8 @@ HELP = {
     "data.validation_file": "For file sources: a separate validation file (else a stratified split).",
     "data.test_file": "For file sources: an optional test file.",
     "data.max_length": "Tokens per example after truncation (8-4096). Shorter is faster.",
+    "data.group_by_length": "Batch sentences of similar length: less padding, faster steps; every example is "
+                            "still seen once per epoch.",
     "data.max_train_examples": "Subsample the training set (0 = all).",
     "data.max_eval_examples": "Subsample validation/test (0 = all).",
     "data.validation_fraction": "Share of train split off for validation when the source has none; in (0, 0.5].",
@@ -48,6 +50,8 @@ HELP = {
                   "for tests), or a local folder / Hugging Face name (needs the hub or a cache).",
     "model.trust_remote_code": "Allow custom model code from the model folder (only for models you trust).",
     "model.attn_implementation": "auto = eager when attention dropout is varied (UEGR), else sdpa.",
+    "model.pooling": "What the classifier reads: mean = masked mean of the last hidden states, cls = the model's "
+                     "own head. auto = mean for minilm (trained as a mean-pooling sentence encoder), cls otherwise.",
     "model.tiny_hidden_size": "tiny-bert only: hidden size (even, 8-1024).",
     "model.tiny_layers": "tiny-bert only: number of layers.",
     # method

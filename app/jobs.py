@@ -31,7 +31,7 @@ def reap() -> None:
             _CHILDREN.remove(p)
 
 
-def _child_env() -> dict:
+def child_env() -> dict:
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -50,7 +50,7 @@ def launch(run: Run, store: RunStore, resume: bool = False) -> int:
         cmd.append("--resume")
     else:
         cmd += ["--config", str(run.path / "config.json")]
-    env = _child_env()
+    env = child_env()
     env["UEGR_HOME"] = str(store.root)
     with run.log_path.open("ab") as log:
         log.write(f"\n$ {' '.join(cmd)}\n".encode())

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 
-from app.jobs import _child_env
+from app.jobs import child_env
 from uegr.compare import number_or_none
 from uegr.landscape import KINDS, ProbeSettings, estimate_cost
 from uegr.runs import Run, pid_alive
@@ -167,7 +167,7 @@ def launch_probe(run: Run, kind: str, settings: dict, other: str | None = None,
     p = paths(run, kind)
     cmd = build_command(run, kind, settings, other, runs_dir)
     p["stop"].unlink(missing_ok=True)
-    env = _child_env()
+    env = child_env()
     env["UEGR_HOME"] = str(Path(runs_dir) if runs_dir else run.path.parent)
     if threads:
         env["OMP_NUM_THREADS"] = str(int(threads))

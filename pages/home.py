@@ -41,7 +41,7 @@ with left:
     st.caption(f"torch {dev['torch'] or 'not installed'} · runs folder `{common.runs_root()}`")
 with right:
     st.subheader("Quick demo")
-    st.markdown("UEGR on 1,600 Rotten Tomatoes snippets with MiniLM: about 3 minutes on 2 CPU cores.")
+    st.markdown("UEGR on 1,600 Rotten Tomatoes snippets with MiniLM: about 2 minutes on 2 CPU cores, about 78 % validation accuracy.")
     if st.button("Start the quick demo", type="primary", icon=":material/rocket_launch:", key="quick_demo"):
         try:
             run = jobs.start_run(build_config("quick-demo"), common.store())

@@ -27,7 +27,7 @@ if qp in presets and st.session_state.get("ui_preset_from_url") != qp:  # deep l
 F.ensure_state(st.session_state.get("preset", "quick-demo"))
 top = st.columns([2, 2, 3])
 top[0].selectbox("Preset", presets, key="preset", on_change=lambda: F.load_preset(st.session_state["preset"]),
-                 help="Fills every field below. quick-demo: MiniLM, ~3 min on CPU. tiny: a random 2-layer "
+                 help="Fills every field below. quick-demo: MiniLM, under 2 min on CPU. tiny: a random 2-layer "
                       "model, seconds (tests). paper-like: the paper's setting on MiniLM.")
 run_name = top[1].text_input("Run name (optional)", key="ui_run_name",
                              help="Folder name under the runs folder; empty = date-time-method.")

@@ -20,12 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from pagetools import browser_or_skip  # noqa: E402
+
 from app import serve  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-if not Path(serve.CHROMIUM).exists():
-    pytest.skip(f"{serve.CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip playwright is not installed")
+sync_api = browser_or_skip()
 
 SHOTS = ROOT / "docs" / "screenshots"
 SENTENCE = "A gripping, beautifully acted film that never loses its nerve."

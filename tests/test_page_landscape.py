@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pagetools import open_page
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,13 +65,8 @@ def home(tmp_path_factory):
         yield {"home": home, "store": store, "bg": bg, "bg_final": final}
 
 
-def _page(timeout: float = 120) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=timeout)
-    at.run()
-    at.switch_page(PAGE)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+def _page(timeout: float = 120):
+    return open_page(PAGE, timeout)
 
 
 def _infos(at: AppTest) -> str:

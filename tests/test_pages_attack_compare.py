@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pagetools import open_page
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,13 +46,8 @@ def home(tmp_path_factory):
             aj.stop_attack(run, job["recipe"], job["split"], grace=2)
 
 
-def _page(path: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.run()
-    at.switch_page(path)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+def _page(path: str):
+    return open_page(path, 300)
 
 
 def _md(at: AppTest) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pagetools import open_page
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,13 +41,8 @@ def home(tmp_path_factory):
     torch.set_num_threads(threads)
 
 
-def _page(path: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.run()
-    at.switch_page(path)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+def _page(path: str):
+    return open_page(path, 180)
 
 
 def _texts(at: AppTest) -> str:

@@ -188,3 +188,24 @@ def test_two_process_accelerate_launch_gives_identical_masks(runs_dir):
     assert len(masks) == 4
     for rec in masks:
         assert len(rec["checksums"]) == 2 and rec["checksums"][0] == rec["checksums"][1] != 0
+
+
+def test_a_diverging_loss_fails_the_run_with_advice(runs_dir):
+    from uegr.trainer import TrainingDiverged
+
+    cfg = build_config("tiny", overrides=["optim.max_steps=4"])
+    store = RunStore(runs_dir)
+    run = store.create(cfg, "nan")
+    trainer = Trainer(cfg, run=run, callbacks=[RunRecorder(run)])
+    real_step = trainer.method.step
+
+    def step_then_explode(batch, ctx):
+        parts = real_step(batch, ctx)
+        return {**parts, "loss": float("nan")} if ctx.step == 1 else parts
+
+    trainer.method.step = step_then_explode
+    with pytest.raises(TrainingDiverged, match="optim.lr"):
+        trainer.fit()
+    st = run.status()
+    assert st["state"] == "failed" and "step 2" in st["error"] and "optim.lr" in st["error"]
+    assert [r["step"] for r in run.metrics("train")] == [1, 2]  # the bad step is still recorded

@@ -91,7 +91,53 @@ def load_model(cfg: ModelConfig, num_labels: int, label_names: list[str] | None 
     if label_names:
         model.config.id2label = dict(enumerate(label_names))
         model.config.label2id = {n: i for i, n in enumerate(label_names)}
+    install_pooling(model, resolve_pooling(cfg.name, cfg.pooling))
     return model, tokenizer
+
+
+class MeanPooler(nn.Module):
+    """Masked mean of the last hidden states, standing in for a BERT pooler ([CLS] -> dense -> tanh).
+
+    The encoder's forward passes only hidden states to its pooler, so a pre-hook on the encoder hands
+    over the attention mask of each call."""
+
+    def __init__(self):
+        super().__init__()
+        self._mask: torch.Tensor | None = None
+
+    def remember_mask(self, module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        self._mask = mask if mask is not None else (args[1] if len(args) > 1 else None)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        mask = self._mask
+        if mask is None or mask.dim() != 2 or mask.shape[0] != hidden_states.shape[0]:
+            return hidden_states.mean(dim=1)
+        weights = mask.to(hidden_states.dtype).unsqueeze(-1)
+        return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def resolve_pooling(name: str, pooling: str) -> str:
+    if pooling != "auto":
+        return pooling
+    return "mean" if name in ("minilm", "default") else "cls"
+
+
+def install_pooling(model: nn.Module, pooling: str) -> nn.Module:
+    """Swap the encoder's pooler for a masked mean ("mean"); "cls" keeps the model's own head.
+
+    The choice is written into model.config, so a saved checkpoint loads with the same head."""
+    if pooling == "mean":
+        base = getattr(model, "base_model", model)
+        if not isinstance(getattr(base, "pooler", None), nn.Module):
+            raise ModelLoadError(
+                f"model.pooling='mean' needs a BERT-style encoder with a pooler; {type(model).__name__} has "
+                "none. Use model.pooling=cls (or auto) for this model.")
+        if not isinstance(base.pooler, MeanPooler):
+            base.pooler = MeanPooler()
+            base.register_forward_pre_hook(base.pooler.remember_mask, with_kwargs=True)
+    model.config.uegr_pooling = pooling
+    return model
 
 
 def load_checkpoint(path: str | Path, attn_implementation: str = "eager"):
@@ -102,8 +148,16 @@ def load_checkpoint(path: str | Path, attn_implementation: str = "eager"):
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} is not a checkpoint folder (no config.json).")
-    model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True,
-                                                               attn_implementation=attn_implementation)
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a mean-pooled checkpoint has no pooler weights, by design
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True,
+                                                                   attn_implementation=attn_implementation)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    install_pooling(model, getattr(model.config, "uegr_pooling", "cls"))
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer
 

@@ -69,31 +69,50 @@ class SelectiveUpdater:
         self.named = eligible_parameters(model)
         self.prefixes = encoder_layer_prefixes(model)
         self.saliency: list[torch.Tensor | None] = [None] * len(self.named)
-        self.masks: list[torch.Tensor] | None = None  # bool (topk) or last sampled (bernoulli)
+        self._masks: list[torch.Tensor] | None = None  # bool (topk) or last sampled (bernoulli)
+        self._grad_masks: list[torch.Tensor] | None = None
+        self._kept_counts: list[int] | None = None  # per tensor, counted once per mask (one device sync)
         self.probs: list[torch.Tensor] | None = None  # bernoulli keep probabilities
         self.refreshes = 0
         # Per tensor (intersection, union) of kept elements between the last two refreshes; None before
         # the second refresh. Reported in snapshots as iou_prev (exact, not from the downsampled maps).
         self.overlap_prev: list[tuple[int, int]] | None = None
 
+    @property
+    def masks(self) -> list[torch.Tensor] | None:
+        return self._masks
+
+    @masks.setter
+    def masks(self, value: list[torch.Tensor] | None) -> None:
+        self._masks = value
+        self._grad_masks = None
+        self._kept_counts: list[int] | None = None
+
     # ------------------------------------------------------------ saliency
     def accumulate(self) -> None:
-        """Fold the current gradients into the saliency EMA (call after backward, before masking)."""
+        """Fold the current gradients into the saliency EMA (call after backward, before masking).
+
+        One foreach kernel per operation over all tensors: a per-tensor Python loop costs more than
+        the arithmetic on CPU."""
         d = self.cfg.saliency_decay
-        for i, (_, p) in enumerate(self.named):
-            if p.grad is None:
-                continue
-            g = p.grad.detach().float()
-            if self.cfg.saliency == "fisher":
-                s = g.square()
-            elif self.cfg.saliency == "taylor":
-                s = (p.detach().float() * g).abs()
-            else:
-                s = g.abs()
-            if self.saliency[i] is None:
-                self.saliency[i] = s.clone()
-            else:
-                self.saliency[i].mul_(d).add_(s, alpha=1 - d)
+        idx = [i for i, (_, p) in enumerate(self.named) if p.grad is not None]
+        if not idx:
+            return
+        grads = [self.named[i][1].grad.detach().float() for i in idx]
+        if self.cfg.saliency == "fisher":
+            scores = torch._foreach_mul(grads, grads)
+        elif self.cfg.saliency == "taylor":
+            scores = torch._foreach_mul(grads, [self.named[i][1].detach().float() for i in idx])
+            torch._foreach_abs_(scores)
+        else:
+            scores = torch._foreach_abs(grads)
+        fresh = [(i, s) for i, s in zip(idx, scores) if self.saliency[i] is None]
+        for i, s in fresh:
+            self.saliency[i] = s
+        running = [(self.saliency[i], s) for i, s in zip(idx, scores) if self.saliency[i] is not s]
+        if running:
+            ema, new = zip(*running)
+            torch._foreach_lerp_(list(ema), list(new), 1 - d)  # d * ema + (1 - d) * new
 
     def due(self, step: int) -> bool:
         cfg = self.cfg
@@ -145,9 +164,17 @@ class SelectiveUpdater:
                 if p.grad is not None:
                     p.grad.mul_(m.to(p.grad.dtype) / pr.to(p.grad.dtype))
         elif self.masks is not None:
-            for (_, p), m in zip(self.named, self.masks):
-                if p.grad is not None:
-                    p.grad.mul_(m.to(p.grad.dtype))
+            pairs = [(p.grad, m) for (_, p), m in zip(self.named, self.gradient_masks()) if p.grad is not None]
+            if pairs:
+                grads, masks = zip(*pairs)
+                torch._foreach_mul_(list(grads), list(masks))
+
+    def gradient_masks(self) -> list[torch.Tensor]:
+        """The top-k masks in the gradients' dtype, converted once per refresh rather than every step."""
+        dtype = next((p.grad.dtype for _, p in self.named if p.grad is not None), torch.float32)
+        if self._grad_masks is None or self._grad_masks[0].dtype != dtype:
+            self._grad_masks = [m.to(dtype) for m in self.masks]
+        return self._grad_masks
 
     def step(self, step: int) -> bool:
         """accumulate -> maybe refresh -> apply. Returns True when the mask was refreshed."""
@@ -166,21 +193,26 @@ class SelectiveUpdater:
         return {id(p): m for (_, p), m in zip(self.named, self.masks)}
 
     # ------------------------------------------------------------ reporting
+    def kept_counts(self) -> list[int]:
+        if self._kept_counts is None:
+            self._kept_counts = torch.stack([m.sum() for m in self.masks]).tolist()
+        return self._kept_counts
+
     def kept_per_layer(self) -> dict[str, float]:
         if self.masks is None:
             return {}
         kept: dict[int, list[float]] = {}
-        for (n, _), m in zip(self.named, self.masks):
+        for (n, _), m, count in zip(self.named, self.masks, self.kept_counts()):
             li = layer_index(n, self.prefixes)
             acc = kept.setdefault(li, [0.0, 0.0])
-            acc[0] += float(m.sum())
+            acc[0] += count
             acc[1] += m.numel()
         return {f"kept_l{li}": v[0] / v[1] for li, v in sorted(kept.items())}
 
     def kept_fraction(self) -> float:
         if self.masks is None:
             return 1.0
-        return float(sum(m.sum() for m in self.masks)) / sum(m.numel() for m in self.masks)
+        return sum(self.kept_counts()) / sum(m.numel() for m in self.masks)
 
     def snapshot(self, max_side: int = 48) -> tuple[list[dict], dict[str, torch.Tensor]]:
         """Per-tensor summaries + downsampled maps (kept fraction, saliency) per weight matrix."""

@@ -23,6 +23,7 @@ from .config import DataConfig, MethodConfig, ModelConfig
 from .data import Encoded, Split, load_dataset, make_collate
 from .methods import StepContext
 from .methods import adversary as adv
+from .methods.base import as_floats
 from .methods.uegr import UEGR
 from .models import encoder_layer_prefixes, load_model
 from .saliency import MaskedAdamW, SelectiveUpdater
@@ -124,7 +125,7 @@ def walk_step(model, tokenizer, texts: list[str], labels: list[int], method_cfg:
         # ---- the step, as in Trainer._loop
         t0 = time.perf_counter()
         ctx = StepContext(work, work, lambda loss, **kw: loss.backward(**kw), step=0, progress=0.0)
-        parts = method.step(batch, ctx)
+        parts = as_floats(method.step(batch, ctx))
         refreshed = updater.step(0) if updater is not None else False
         if isinstance(optimizer, MaskedAdamW) and updater is not None:
             optimizer.masks = updater.active_masks()

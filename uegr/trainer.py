@@ -46,6 +46,10 @@ class StopTraining(Exception):
     pass
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run is marked failed with this message."""
+
+
 def pick_device(choice: str) -> str:
     if choice != "auto":
         if choice == "cuda" and not torch.cuda.is_available():
@@ -154,7 +158,16 @@ class Trainer:
 
     def epoch_order(self, epoch: int) -> list[int]:
         gen = torch.Generator().manual_seed(self.cfg.optim.seed * 1000 + epoch)
-        return torch.randperm(len(self.train_data), generator=gen).tolist()
+        order = torch.randperm(len(self.train_data), generator=gen).tolist()
+        if self.cfg.data.group_by_length:
+            order = length_grouped(order, self.train_lengths(), self.cfg.optim.batch_size * self.accelerator.num_processes,
+                                   gen)
+        return order
+
+    def train_lengths(self) -> list[int]:
+        if getattr(self, "_train_lengths", None) is None:
+            self._train_lengths = [len(f["input_ids"]) for f in self.train_data.features]
+        return self._train_lengths
 
     def batches(self):
         """(epoch, index-in-epoch, batch) from the current position; each rank gets its slice of the global batch."""
@@ -235,11 +248,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return parts, grad_norm, refreshed
 
-    def _clip(self) -> float:
+    def _clip(self) -> torch.Tensor | float:
+        """The gradient norm (clipped to grad_clip when set), left on the device until it is logged."""
         params = [p for p in self.model.parameters() if p.grad is not None]
         if self.cfg.optim.grad_clip > 0:
-            return float(self.accelerator.clip_grad_norm_(params, self.cfg.optim.grad_clip))
-        return float(torch.norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
+            return self.accelerator.clip_grad_norm_(params, self.cfg.optim.grad_clip)
+        return torch.norm(torch.stack([p.grad.norm() for p in params])) if params else 0.0
 
     def _log_step(self, parts: dict, grad_norm: float, step_time: float) -> None:
         elapsed = time.time() - self._t_start
@@ -247,13 +261,17 @@ class Trainer:
         steps_left = self.total_steps - self.step
         record = {"kind": "train", "step": self.step, "epoch": self.epoch + self.batch_in_epoch / self.steps_per_epoch,
                   **{k: float(v) for k, v in parts.items()}, "lr": self.scheduler.get_last_lr()[0],
-                  "grad_norm": grad_norm, "step_time": step_time, "examples_per_s": rate,
+                  "grad_norm": float(grad_norm), "step_time": step_time, "examples_per_s": rate,
                   "eta_s": steps_left * elapsed / max(self._steps_this_session(), 1), "time": time.time()}
         if self.updater is not None and self.updater.masks is not None:
             record["kept_fraction"] = self.updater.kept_fraction()
             record.update(self.updater.kept_per_layer())
         self.history.append(record)
         self._emit("on_step_end", record)
+        if not math.isfinite(record["loss"]):
+            raise TrainingDiverged(
+                f"the training loss became {record['loss']} at step {self.step}; lower optim.lr "
+                f"(now {self.cfg.optim.lr}) or set optim.grad_clip (now {self.cfg.optim.grad_clip})")
 
     def _steps_this_session(self) -> int:
         return self.step - getattr(self, "_resumed_step", 0)
@@ -349,6 +367,21 @@ class Trainer:
 
 def _as_tuple(x):
     return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def length_grouped(order: list[int], lengths: list[int], batch: int, gen: torch.Generator,
+                   chunk_batches: int = 50) -> list[int]:
+    """Reorder a shuffled epoch so each batch holds similar lengths (as HF's LengthGroupedSampler):
+    chunks of `chunk_batches` batches are sorted by length, cut into batches, and the batches shuffled."""
+    chunk = batch * chunk_batches
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start:start + chunk], key=lambda i: -lengths[i])
+        batches.extend(part[j:j + batch] for j in range(0, len(part), batch))
+    full = [bt for bt in batches if len(bt) == batch]
+    short = [bt for bt in batches if len(bt) < batch]  # at most one per chunk: keep them at the end
+    full = [full[i] for i in torch.randperm(len(full), generator=gen).tolist()]
+    return [i for bt in full + short for i in bt]
 
 
 def parameter_groups(model, lr: float, weight_decay: float, head_lr_scale: float = 1.0) -> list[dict]:

@@ -22,6 +22,11 @@ class StepContext:
     extras: dict = field(default_factory=dict)
 
 
+def as_floats(parts: dict) -> dict[str, float]:
+    """Loss parts as plain floats (methods may return 0-d tensors to avoid mid-step device syncs)."""
+    return {k: float(v) for k, v in parts.items()}
+
+
 def split_batch(batch: dict) -> tuple[dict, torch.Tensor]:
     return {k: v for k, v in batch.items() if k != "labels"}, batch["labels"]
 
@@ -66,7 +71,8 @@ class Method:
     def prepare(self, model: nn.Module) -> None:
         """Called once with the raw model before training (e.g. to install block dropout)."""
 
-    def step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
+    def step(self, batch: dict, ctx: StepContext) -> dict[str, float | torch.Tensor]:
+        """Forwards and backwards for one batch; named loss parts as floats or detached 0-d tensors."""
         raise NotImplementedError
 
     def state_dict(self) -> dict:

@@ -52,12 +52,15 @@ class UEGR(Method):
         l_js = js_divergence(members) if zk.shape[-1] > 1 else zk.squeeze(-1).var(0, unbiased=False).mean()
         rest = cfg.lambda_adv * l_adv + cfg.lambda_js * l_js
         ctx.backward(rest)
-        self.rates.feedback(l_js.item())
+        if self.rates.rule == "feedback":  # the only reader that needs the value now (a device sync)
+            self.rates.feedback(l_js.item())
 
         self.last = {"clean_logits": z0.detach(), "sub_logits": zk.detach(), "rates": rates,
                      "delta": None if delta is None else delta.detach()}
-        parts = {"loss": l_clean.item() + rest.item(), "clean": l_clean.item(), "adv": l_adv.item(),
-                 "js": l_js.item()}
+        # 0-d tensors, not floats: the trainer reads them after the optimizer step, so the GPU is
+        # never stalled mid-step waiting for a number to be logged.
+        parts = {"loss": (l_clean + rest).detach(), "clean": l_clean.detach(), "adv": l_adv.detach(),
+                 "js": l_js.detach()}
         parts.update({f"rate_{i}": float(r) for i, r in enumerate(rates)})
         return parts
 

@@ -12,4 +12,4 @@ class Vanilla(Method):
         inputs, labels = split_batch(batch)
         loss = classification_loss(ctx.model(**inputs).logits, labels)
         ctx.backward(loss)
-        return {"loss": loss.item(), "clean": loss.item()}
+        return {"loss": loss.detach(), "clean": loss.detach()}
