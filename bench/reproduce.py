@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import sys
 import time
@@ -62,8 +63,6 @@ def train_one(store: RunStore, name: str, overrides: list[str], dataset, log) ->
         run = store.get(name)
         if run.status().get("state") == "completed":
             return run, None
-        import shutil
-
         shutil.rmtree(run.path)  # an unfinished run from an earlier try: start it again
     except RunError:
         pass
@@ -78,8 +77,6 @@ def train_one(store: RunStore, name: str, overrides: list[str], dataset, log) ->
 
 def reuse_search_run(store: RunStore, source: str, target: str, log) -> None:
     """The selected search run is exactly UEGR at seed 0 with those overrides: copy it, don't retrain."""
-    import shutil
-
     try:
         store.get(target)
         return

@@ -208,15 +208,15 @@ def main() -> None:
     batch = {k: v.to(device) for k, v in batch.items()}
     del probe
 
+    precision = build_config(None, None, base).runtime.precision
     results = {"device": str(device), "threads": torch.get_num_threads(), "batch_size": args.batch_size,
                "tokens": batch["input_ids"].shape[1], "model": args.model, "steps": args.steps,
                "weights": "random" if args.random_init else "pretrained",
-               "precision": build_config(None, None, base).runtime.precision,
+               "precision": precision,
                "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None}
     dev = device.type
     vanilla_tr = make_trainer(base, ["method.name=vanilla"], dataset)
     vanilla_step = stepper(vanilla_tr, batch)
-    precision = build_config(None, None, base).runtime.precision
     hf_step = hf_trainer_step(args.model, dataset, {k: v.cpu() for k, v in batch.items()}, "eager", precision)
     ms = interleaved(args.steps, args.warmup, dev, ours=vanilla_step, hf=hf_step)
     results["vanilla"] = {"ms_per_step": ms["ours"], "examples_per_s": args.batch_size / ms["ours"] * 1000,

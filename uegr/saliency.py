@@ -86,7 +86,7 @@ class SelectiveUpdater:
     def masks(self, value: list[torch.Tensor] | None) -> None:
         self._masks = value
         self._grad_masks = None
-        self._kept_counts: list[int] | None = None
+        self._kept_counts = None
 
     # ------------------------------------------------------------ saliency
     def accumulate(self) -> None:
@@ -106,13 +106,15 @@ class SelectiveUpdater:
             torch._foreach_abs_(scores)
         else:
             scores = torch._foreach_abs(grads)
-        fresh = [(i, s) for i, s in zip(idx, scores) if self.saliency[i] is None]
-        for i, s in fresh:
-            self.saliency[i] = s
-        running = [(self.saliency[i], s) for i, s in zip(idx, scores) if self.saliency[i] is not s]
-        if running:
-            ema, new = zip(*running)
-            torch._foreach_lerp_(list(ema), list(new), 1 - d)  # d * ema + (1 - d) * new
+        ema, new = [], []
+        for i, s in zip(idx, scores):
+            if self.saliency[i] is None:
+                self.saliency[i] = s
+            else:
+                ema.append(self.saliency[i])
+                new.append(s)
+        if ema:
+            torch._foreach_lerp_(ema, new, 1 - d)  # d * ema + (1 - d) * new
 
     def due(self, step: int) -> bool:
         cfg = self.cfg

@@ -23,6 +23,7 @@ import torch
 from .config import Config, validate
 from .data import Encoded, TextDataset, load_dataset, make_collate
 from .methods import StepContext, build_method
+from .methods.base import as_floats
 from .metrics import classification_report
 from .models import load_checkpoint, load_model, save_checkpoint
 from .runs import Run
@@ -160,14 +161,9 @@ class Trainer:
         gen = torch.Generator().manual_seed(self.cfg.optim.seed * 1000 + epoch)
         order = torch.randperm(len(self.train_data), generator=gen).tolist()
         if self.cfg.data.group_by_length:
-            order = length_grouped(order, self.train_lengths(), self.cfg.optim.batch_size * self.accelerator.num_processes,
-                                   gen)
+            lengths = [len(f["input_ids"]) for f in self.train_data.features]
+            order = length_grouped(order, lengths, self.cfg.optim.batch_size * self.accelerator.num_processes, gen)
         return order
-
-    def train_lengths(self) -> list[int]:
-        if getattr(self, "_train_lengths", None) is None:
-            self._train_lengths = [len(f["input_ids"]) for f in self.train_data.features]
-        return self._train_lengths
 
     def batches(self):
         """(epoch, index-in-epoch, batch) from the current position; each rank gets its slice of the global batch."""
@@ -260,7 +256,7 @@ class Trainer:
         rate = self._examples_seen / max(elapsed, 1e-9)
         steps_left = self.total_steps - self.step
         record = {"kind": "train", "step": self.step, "epoch": self.epoch + self.batch_in_epoch / self.steps_per_epoch,
-                  **{k: float(v) for k, v in parts.items()}, "lr": self.scheduler.get_last_lr()[0],
+                  **as_floats(parts), "lr": self.scheduler.get_last_lr()[0],
                   "grad_norm": float(grad_norm), "step_time": step_time, "examples_per_s": rate,
                   "eta_s": steps_left * elapsed / max(self._steps_this_session(), 1), "time": time.time()}
         if self.updater is not None and self.updater.masks is not None:
@@ -379,7 +375,7 @@ def length_grouped(order: list[int], lengths: list[int], batch: int, gen: torch.
         part = sorted(order[start:start + chunk], key=lambda i: -lengths[i])
         batches.extend(part[j:j + batch] for j in range(0, len(part), batch))
     full = [bt for bt in batches if len(bt) == batch]
-    short = [bt for bt in batches if len(bt) < batch]  # at most one per chunk: keep them at the end
+    short = [bt for bt in batches if len(bt) < batch]  # only the last chunk can leave one: it stays last
     full = [full[i] for i in torch.randperm(len(full), generator=gen).tolist()]
     return [i for bt in full + short for i in bt]
 

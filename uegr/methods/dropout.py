@@ -127,9 +127,14 @@ class RateSampler:
             rates = [self.rng.uniform(lo, hi) for _ in range(k)]
         return torch.tensor([min(max(r, 0.0), 0.9) for r in rates])
 
-    def feedback(self, js: float) -> None:
-        """Move the range up when sub-models agree too much (JS below target), down otherwise."""
-        if self.rule != "feedback" or math.isnan(js):
+    def feedback(self, js: float | torch.Tensor) -> None:
+        """Move the range up when sub-models agree too much (JS below target), down otherwise.
+
+        Only the feedback rule reads the value, so only it pays the device sync of a tensor's float()."""
+        if self.rule != "feedback":
+            return
+        js = float(js)
+        if math.isnan(js):
             return
         half = (self.p_max - self.p_min) / 2
         step = self.feedback_step if js < self.js_target else -self.feedback_step

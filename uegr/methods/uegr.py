@@ -52,8 +52,7 @@ class UEGR(Method):
         l_js = js_divergence(members) if zk.shape[-1] > 1 else zk.squeeze(-1).var(0, unbiased=False).mean()
         rest = cfg.lambda_adv * l_adv + cfg.lambda_js * l_js
         ctx.backward(rest)
-        if self.rates.rule == "feedback":  # the only reader that needs the value now (a device sync)
-            self.rates.feedback(l_js.item())
+        self.rates.feedback(l_js)
 
         self.last = {"clean_logits": z0.detach(), "sub_logits": zk.detach(), "rates": rates,
                      "delta": None if delta is None else delta.detach()}
