@@ -8,7 +8,8 @@ Baselines are the real packages, installed beside the project (not in requiremen
 `loss-landscapes` 3.0.6 (random_line with filter normalisation, a Metric looping over a DataLoader)
 and `PyHessian` 0.1 (hessian(..., dataloader=...).eigenvalues: per batch forward, backward with
 create_graph, then the Hessian-vector product). If they are not installed, the script says so and
-skips those columns. Both sides run the same model in eval mode, float32, on the same examples; the
+skips those columns. Both sides run the same model in eval mode, float32, on the same examples, with
+the attention kernels `probe_run` picks (fused sdpa for the slice, eager for double backprop); the
 baselines get a plain DataLoader (dataset order, padded to each batch's longest row) as their users
 would, uegr gets `fixed_batches` (sorted by length). Timings vary with other load on the machine.
 """
@@ -160,12 +161,32 @@ def forward_rate(model, batches, n_params: int) -> float:
     return n_params * ls._n_examples(batches) / (time.perf_counter() - t)
 
 
+def gemm_floor(model, batches, points: int, reps: int = 3) -> float:
+    """Seconds the slice's matrix products alone take: every nn.Linear of the model on inputs of the
+    exact (rows, features) shapes the probe feeds it, timed without the rest of the network."""
+    shapes = [(int(b["input_ids"].numel()), int(b["input_ids"].shape[0])) for b in batches]
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    work = []
+    for tokens, rows in shapes:
+        for name, m in linears:  # the head (and a [CLS] pooler) see one row per example, the encoder every token
+            n = rows if "classifier" in name or "pooler" in name else tokens
+            work.append((torch.randn(n, m.in_features), m))
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(reps):
+            t = time.perf_counter()
+            for x, m in work:
+                m(x)
+            best = min(best, time.perf_counter() - t)
+    return best * points
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="5 points on 64 examples, eigenvalue on 16 examples")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     ap.add_argument("--max-length", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=ls.ProbeSettings.batch_size)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", choices=("slice", "eigen"), default=None, help="run one of the two probes")
     ap.add_argument("--json", default="", help="also write the numbers to this file")
@@ -174,8 +195,12 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     points, n_slice, n_eig, iters = (5, 64, 16, 20) if args.quick else (41, 512, 256, 20)
 
-    model, tok = load_model(ModelConfig(name="minilm"), 2)
+    # The attention kernels `probe_run` picks: fused (sdpa) for slices, eager for double backprop.
+    model, tok = load_model(ModelConfig(name="minilm"), 2, attn_implementation="sdpa")
     model.eval().float()
+    eager, _ = load_model(ModelConfig(name="minilm"), 2, attn_implementation="eager")
+    eager.load_state_dict(model.state_dict())
+    eager.eval().float()
     split = load_dataset(DataConfig(source="builtin")).splits["validation"]
     n_params = sum(p.numel() for p in model.parameters())
     ours_s = ls.fixed_batches(split, tok, n_slice, args.batch_size, args.max_length, args.seed)
@@ -196,10 +221,13 @@ def main(argv=None) -> int:
         print(f"1-D slice, {points} points x {n_slice} examples: uegr {s['uegr_s']:.1f} s"
               + (f" | loss-landscapes {s['loss_landscapes_s']:.1f} s | ratio {s['ratio']:.2f}x" if "ratio" in s
                  else f" | {s.get('baseline')}"), flush=True)
+        s["gemm_floor_s"] = gemm_floor(model, ours_s, points)
+        print(f"the same matrix products alone (no attention, norms or activations): {s['gemm_floor_s']:.1f} s",
+              flush=True)
         s["estimate_s"] = ls.estimate_cost("slice1d", {"points": points}, n_params, n_slice)
         print(f"estimate_cost said {s['estimate_s']:.1f} s", flush=True)
     if args.only != "slice":
-        res["eigen"] = bench_eigen(model, ours_e, naive_e, iters, args.seed)
+        res["eigen"] = bench_eigen(eager, ours_e, naive_e, iters, args.seed)
         e = res["eigen"]
         line = (f"top eigenvalue, <= {iters} iterations x {n_eig} examples: uegr {e['uegr_s']:.1f} s "
                 f"({e['uegr_iterations']} it, {e['uegr_eigenvalue']:.4g}); cached graph {e['uegr_cached_s']:.1f} s "
@@ -213,8 +241,9 @@ def main(argv=None) -> int:
         print(line, flush=True)
         e["estimate_s"] = ls.estimate_cost("hessian", {"iters": iters, "samples": 0}, n_params, n_eig)
         print(f"estimate_cost said (upper bound) {e['estimate_s']:.1f} s", flush=True)
-    after = model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before), "uegr probes changed the weights"
+    for m in (model, eager):
+        after = m.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before), "uegr probes changed the weights"
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     return 0

@@ -86,20 +86,31 @@ def reuse_search_run(store: RunStore, source: str, target: str, log) -> None:
     log(f"  {target}: reused the finished dev-search run {source} (same config and seed)")
 
 
+def attack_settings(args) -> dict:
+    """What a cached attack result must match to be reused (a larger n extends the earlier records)."""
+    return {"recipes": args.recipes, "attack_examples": args.attack_examples,
+            "pwws_examples": min(args.attack_examples, args.pwws_examples), "attack_seed": args.attack_seed,
+            "query_budget": args.query_budget, "max_perturb": args.max_perturb}
+
+
 def evaluate_and_attack(run, dataset, args, log) -> dict:
     from uegr.attacks.runner import attack_dataset
     from uegr.models import load_checkpoint
 
-    cached = run.analyses("reproduce")
-    if "reproduce" in cached and cached["reproduce"].get("complete"):
-        return cached["reproduce"]
+    settings = attack_settings(args)
+    cached = run.analyses("reproduce").get("reproduce") or {}
+    if cached.get("complete") and cached.get("attack_settings") == settings:
+        return cached
     cfg = run.config()
     model, tok = load_checkpoint(run.best_checkpoint())
-    out = {"run": run.name, "train_seconds": None}
+    out = {"run": run.name, "train_seconds": None, "attack_settings": settings}
     st = run.status()
     if st.get("started") and st.get("ended"):
         out["train_seconds"] = st["ended"] - st["started"]
     for split in ("validation", "test"):
+        if cached.get(f"{split}_accuracy") is not None:  # same checkpoint: only the attacks grow
+            out[f"{split}_accuracy"] = cached[f"{split}_accuracy"]
+            continue
         m = evaluate_model(model, tok, dataset.splits[split], cfg.data.max_length, 128, dataset.num_labels)
         out[f"{split}_accuracy"] = m["accuracy"]
     test = dataset.splits["test"]
@@ -188,7 +199,7 @@ def report(store: RunStore, args, command: str, t_start: float) -> None:
                 rec = store.get(f"{method}-s{seed}").analyses("reproduce").get("reproduce")
             except RunError:
                 rec = None
-            if rec and rec.get("complete"):
+            if rec and rec.get("complete") and rec.get("attack_settings") == attack_settings(args):
                 rows.setdefault(method, []).append(rec)
     search = []
     for i, extra in enumerate(UEGR_SEARCH):

@@ -12,7 +12,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from uegr import landscape as ls
-from uegr.models import build_tiny_bert
+from uegr.models import build_tiny_bert, install_pooling
 
 
 class TinyMLP(nn.Module):
@@ -185,6 +185,29 @@ def test_slice_1d_at_zero_is_loss_and_weights_restored():
     assert len(info.value.partial) == 2
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert model.training  # train mode restored
+
+
+def test_threaded_loss_matches_one_pass_with_mean_pooling():
+    """Workers share one model; each batch has its own length, so a mask handed to the wrong thread's
+    pooler would fail or change the loss. Reference: every example alone, without padding."""
+    model = install_pooling(build_tiny_bert(2, hidden=8, layers=1, seed=0), "mean").eval()
+    g = torch.Generator().manual_seed(3)
+    batches, singles = [], []
+    for length in (3, 9, 4, 12, 6, 5, 11, 7):
+        ids = torch.randint(1000, 2000, (3, length), generator=g)
+        mask = torch.ones_like(ids)
+        mask[0, length // 2:] = 0
+        labels = torch.randint(0, 2, (3,), generator=g)
+        batches.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
+        for i in range(3):
+            keep = mask[i].bool()
+            singles.append({"input_ids": ids[i:i + 1, keep], "attention_mask": mask[i:i + 1, keep],
+                            "labels": labels[i:i + 1]})
+    reference = ls.loss_on_batches(model, singles, workers=1)
+    assert ls.loss_on_batches(model, batches, workers=1) == pytest.approx(reference, abs=1e-6)
+    for _ in range(5):
+        assert ls.loss_on_batches(model, batches, workers=2) == pytest.approx(reference, abs=1e-6)
+    assert torch.get_num_threads() == 1  # the fixture's setting is restored after the workers ran
 
 
 def test_interpolate_endpoints_and_mismatch():

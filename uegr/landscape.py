@@ -26,6 +26,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -122,16 +123,46 @@ def _check_float32(model: nn.Module) -> None:
                              "weights: call model.float() first")
 
 
-def loss_on_batches(model: nn.Module, batches: list[Batch], loss_fn: LossFn | None = None) -> float:
-    """Mean loss over all examples of `batches` (dropout off, no gradients)."""
-    loss_fn = loss_fn or default_loss
-    device = _device(model)
+def _loss_sum(model: nn.Module, batches: list[Batch], loss_fn: LossFn, device: torch.device) -> tuple[float, int]:
     total, count = 0.0, 0
-    with _eval_mode(model), torch.inference_mode():
+    with torch.inference_mode():  # thread-local: each worker enters it
         for b in batches:
             b = {k: v.to(device) for k, v in b.items()}
             total += float(loss_fn(model, b).double().sum())
             count += int(b["labels"].shape[0])
+    return total, count
+
+
+@contextmanager
+def _single_threaded_kernels():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def loss_on_batches(model: nn.Module, batches: list[Batch], loss_fn: LossFn | None = None,
+                    workers: int = 0) -> float:
+    """Mean loss over all examples of `batches` (dropout off, no gradients).
+
+    On a CPU with the default loss, batches are shared among `workers` threads (0: one per torch
+    thread), each running single-threaded kernels. Encoder matrices are small enough that this beats
+    one pass of multi-threaded kernels by 10-15 % (bench/landscape_cost.py); a custom loss_fn, which
+    may not be thread-safe, always runs in one pass."""
+    device = _device(model)
+    if loss_fn is not None or device.type != "cpu":
+        workers = 1
+    workers = min(workers or torch.get_num_threads(), len(batches))
+    with _eval_mode(model):
+        if workers <= 1:
+            total, count = _loss_sum(model, batches, loss_fn or default_loss, device)
+        else:
+            shares = [batches[i::workers] for i in range(workers)]  # batches are length-sorted: interleave
+            with _single_threaded_kernels(), ThreadPoolExecutor(workers) as pool:
+                parts = list(pool.map(lambda share: _loss_sum(model, share, default_loss, device), shares))
+            total, count = sum(p[0] for p in parts), sum(p[1] for p in parts)
     if count == 0:
         raise LandscapeError("no examples in the batches")
     return total / count
@@ -566,7 +597,7 @@ def eps_sharpness(model: nn.Module, batches: list[Batch], eps: float = 1e-3, ste
 class ProbeSettings:
     split: str = "validation"
     examples: int = 256
-    batch_size: int = 32
+    batch_size: int = 16  # with one thread per core, smaller batches beat 32 on CPU (bench/landscape_cost.py)
     max_length: int = 0  # 0 = the run's data.max_length (64 when unknown)
     points: int = 21  # slice1d/interp: points; slice2d: points per axis
     span: float = 1.0  # slices cover alpha in [-span, span]
@@ -778,7 +809,7 @@ def add_landscape_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=KINDS, default="slice1d")
     p.add_argument("--split", default="validation", help="data split of the run's dataset (default validation)")
     p.add_argument("--examples", type=int, default=256, help="fixed examples to evaluate on (0 = all)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=ProbeSettings.batch_size)
     p.add_argument("--max-length", type=int, default=0, help="0 = the run's data.max_length")
     p.add_argument("--points", type=int, default=21, help="points per axis (slices, interp)")
     p.add_argument("--span", type=float, default=1.0, help="slices cover alpha in [-span, span]")

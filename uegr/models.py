@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import torch
@@ -99,18 +100,18 @@ class MeanPooler(nn.Module):
     """Masked mean of the last hidden states, standing in for a BERT pooler ([CLS] -> dense -> tanh).
 
     The encoder's forward passes only hidden states to its pooler, so a pre-hook on the encoder hands
-    over the attention mask of each call."""
+    over the attention mask of each call, kept per thread: app sessions share one cached model."""
 
     def __init__(self):
         super().__init__()
-        self._mask: torch.Tensor | None = None
+        self._masks: dict[int, torch.Tensor | None] = {}
 
     def remember_mask(self, module, args, kwargs):
         mask = kwargs.get("attention_mask")
-        self._mask = mask if mask is not None else (args[1] if len(args) > 1 else None)
+        self._masks[threading.get_ident()] = mask if mask is not None else (args[1] if len(args) > 1 else None)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        mask = self._mask
+        mask = self._masks.get(threading.get_ident())
         if mask is None or mask.dim() != 2 or mask.shape[0] != hidden_states.shape[0]:
             return hidden_states.mean(dim=1)
         weights = mask.to(hidden_states.dtype).unsqueeze(-1)
