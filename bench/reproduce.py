@@ -86,24 +86,32 @@ def reuse_search_run(store: RunStore, source: str, target: str, log) -> None:
     log(f"  {target}: reused the finished dev-search run {source} (same config and seed)")
 
 
-def attack_settings(args) -> dict:
-    """What a cached attack result must match to be reused (a larger n extends the earlier records)."""
-    return {"recipes": args.recipes, "attack_examples": args.attack_examples,
-            "pwws_examples": min(args.attack_examples, args.pwws_examples), "attack_seed": args.attack_seed,
-            "query_budget": args.query_budget, "max_perturb": args.max_perturb}
+def attack_n(args, recipe: str) -> int:
+    return args.attack_examples if recipe != "pwws" else min(args.attack_examples, args.pwws_examples)
+
+
+def attacks_match(rec: dict, args) -> bool:
+    """A cached result holds every asked recipe, finished with these settings (a larger n is grown
+    from the earlier records, which are the first examples of the same seeded order)."""
+    for recipe in args.recipes.split(","):
+        a = rec.get(f"attack:{recipe}") or {}
+        if not (a.get("complete") and a.get("n_requested") == attack_n(args, recipe)
+                and a.get("seed") == args.attack_seed and a.get("query_budget") == args.query_budget
+                and a.get("max_perturb_fraction") == args.max_perturb):
+            return False
+    return bool(rec.get("complete"))
 
 
 def evaluate_and_attack(run, dataset, args, log) -> dict:
     from uegr.attacks.runner import attack_dataset
     from uegr.models import load_checkpoint
 
-    settings = attack_settings(args)
     cached = run.analyses("reproduce").get("reproduce") or {}
-    if cached.get("complete") and cached.get("attack_settings") == settings:
+    if attacks_match(cached, args):
         return cached
     cfg = run.config()
     model, tok = load_checkpoint(run.best_checkpoint())
-    out = {"run": run.name, "train_seconds": None, "attack_settings": settings}
+    out = {"run": run.name, "train_seconds": None}
     st = run.status()
     if st.get("started") and st.get("ended"):
         out["train_seconds"] = st["ended"] - st["started"]
@@ -115,7 +123,7 @@ def evaluate_and_attack(run, dataset, args, log) -> dict:
         out[f"{split}_accuracy"] = m["accuracy"]
     test = dataset.splits["test"]
     for recipe in args.recipes.split(","):
-        n = args.attack_examples if recipe != "pwws" else min(args.attack_examples, args.pwws_examples)
+        n = attack_n(args, recipe)
         t0 = time.time()
         summary = attack_dataset(model, tok, test.texts, test.labels, recipe=recipe, n=n, seed=args.attack_seed,
                                  query_budget=args.query_budget, max_perturb_fraction=args.max_perturb,
@@ -139,6 +147,16 @@ def fmt(values: list[float], scale: float = 100.0) -> str:
     return f"{mean:.1f} ± {std:.1f}"
 
 
+def pooled(k: int, n: int) -> str:
+    """k/n as a percentage with its 95 % Wilson score interval."""
+    if n == 0:
+        return "-"
+    z, p = 1.96, k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5 / (1 + z * z / n)
+    return f"{100 * p:.1f} [{100 * (centre - half):.1f}, {100 * (centre + half):.1f}] (n={n})"
+
+
 def write_results(path: Path, rows: dict, args, command: str, search: list, wall: float,
                   wall_note: bool = True) -> None:
     recipes = args.recipes.split(",")
@@ -159,6 +177,16 @@ def write_results(path: Path, rows: dict, args, command: str, search: list, wall
             cells.append(fmt([r.get(f"attack:{rec}", {}).get("accuracy_under_attack") for r in results]))
         secs = [r["train_seconds"] for r in results if r.get("train_seconds")]
         cells.append(f"{statistics.mean(secs):.0f} s" if secs else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Accuracy under attack pooled over seeds (examples that survived / examples attacked, with a "
+              "95 % Wilson interval): one run's subset is small, so this is the fairer comparison.", "",
+              "| method | " + " | ".join(recipes) + " |", "|" + "---|" * (len(recipes) + 1)]
+    for method, results in rows.items():
+        cells = [method]
+        for rec in recipes:
+            parts = [r.get(f"attack:{rec}") for r in results if r.get(f"attack:{rec}")]
+            survived, n = sum(p["failed"] for p in parts), sum(p["num_examples"] for p in parts)
+            cells.append(pooled(survived, n))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Attack success rate and perturbed-word % per run are in each run folder under "
               "`analyses/attack-<recipe>-test.json` (TextAttack definitions).", "",
@@ -199,7 +227,7 @@ def report(store: RunStore, args, command: str, t_start: float) -> None:
                 rec = store.get(f"{method}-s{seed}").analyses("reproduce").get("reproduce")
             except RunError:
                 rec = None
-            if rec and rec.get("complete") and rec.get("attack_settings") == attack_settings(args):
+            if rec and attacks_match(rec, args):
                 rows.setdefault(method, []).append(rec)
     search = []
     for i, extra in enumerate(UEGR_SEARCH):
