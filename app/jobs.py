@@ -37,6 +37,10 @@ def child_env() -> dict:
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     env.setdefault("HF_DATASETS_OFFLINE", "1")
     env["PYTHONUNBUFFERED"] = "1"
+    # Jobs often run side by side (training, a probe, an attack). OpenMP's default spin-waiting then
+    # makes two 2-thread jobs on 2 cores each 7x slower instead of 2x; sleeping waits cost ~5 % alone
+    # and keep that to 2.6x (docs/benchmarks.md, "Jobs side by side").
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     pp = env.get("PYTHONPATH", "")
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + pp if pp else "")
     return env

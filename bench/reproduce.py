@@ -271,6 +271,10 @@ def main() -> None:
     ap.add_argument("--runs-dir", default="runs/reproduce")
     ap.add_argument("--out", default="docs/results.md")
     args = ap.parse_args()
+    if args.threads:  # the trainer sets this too, but a rerun that only attacks never builds a trainer
+        import torch
+
+        torch.set_num_threads(args.threads)
     command = "UEGR_DATA_DIR=../shared/data python bench/reproduce.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     t_start = time.time()
     store = RunStore(args.runs_dir)

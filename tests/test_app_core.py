@@ -127,3 +127,11 @@ def test_smoothing():
     assert e[0] == 1.0 and 1.0 < e[1] < 3.0  # bias-corrected: starts at the first value, not near 0
     assert np.allclose(charts.moving_average(v, 2), [1.0, 2.0, 3.0, 3.0])
     assert np.array_equal(charts.smooth(v, "None"), v)
+
+
+def test_jobs_wait_passively_unless_the_user_chose(monkeypatch):
+    """Side-by-side jobs must not spin-wait on each other's cores; a user's own setting wins."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert jobs.child_env()["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert jobs.child_env()["OMP_WAIT_POLICY"] == "ACTIVE"
