@@ -155,13 +155,14 @@ def loss_on_batches(model: nn.Module, batches: list[Batch], loss_fn: LossFn | No
     if loss_fn is not None or device.type != "cpu":
         workers = 1
     workers = min(workers or torch.get_num_threads(), len(batches))
+    loss_fn = loss_fn or default_loss
     with _eval_mode(model):
         if workers <= 1:
-            total, count = _loss_sum(model, batches, loss_fn or default_loss, device)
+            total, count = _loss_sum(model, batches, loss_fn, device)
         else:
             shares = [batches[i::workers] for i in range(workers)]  # batches are length-sorted: interleave
             with _single_threaded_kernels(), ThreadPoolExecutor(workers) as pool:
-                parts = list(pool.map(lambda share: _loss_sum(model, share, default_loss, device), shares))
+                parts = list(pool.map(lambda share: _loss_sum(model, share, loss_fn, device), shares))
             total, count = sum(p[0] for p in parts), sum(p[1] for p in parts)
     if count == 0:
         raise LandscapeError("no examples in the batches")

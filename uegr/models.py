@@ -100,7 +100,8 @@ class MeanPooler(nn.Module):
     """Masked mean of the last hidden states, standing in for a BERT pooler ([CLS] -> dense -> tanh).
 
     The encoder's forward passes only hidden states to its pooler, so a pre-hook on the encoder hands
-    over the attention mask of each call, kept per thread: app sessions share one cached model."""
+    over the attention mask of each call, keyed by thread (app sessions share one cached model) and
+    taken back by the pooler, so no thread's mask outlives its forward."""
 
     def __init__(self):
         super().__init__()
@@ -111,7 +112,7 @@ class MeanPooler(nn.Module):
         self._masks[threading.get_ident()] = mask if mask is not None else (args[1] if len(args) > 1 else None)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        mask = self._masks.get(threading.get_ident())
+        mask = self._masks.pop(threading.get_ident(), None)
         if mask is None or mask.dim() != 2 or mask.shape[0] != hidden_states.shape[0]:
             return hidden_states.mean(dim=1)
         weights = mask.to(hidden_states.dtype).unsqueeze(-1)
