@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from uegr.config import build_config  # noqa: E402
 from uegr.data import load_dataset  # noqa: E402
 from uegr.runs import RunError, RunStore  # noqa: E402
+from uegr.stats import paired_bootstrap, wilson_interval  # noqa: E402
 from uegr.trainer import RunRecorder, Trainer, evaluate_model  # noqa: E402
 
 METHOD_OVERRIDES = {
@@ -151,14 +152,59 @@ def pooled(k: int, n: int) -> str:
     """k/n as a percentage with its 95 % Wilson score interval."""
     if n == 0:
         return "-"
-    z, p = 1.96, k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5 / (1 + z * z / n)
-    return f"{100 * p:.1f} [{100 * (centre - half):.1f}, {100 * (centre + half):.1f}] (n={n})"
+    lo, hi = wilson_interval(k, n)
+    return f"{100 * k / n:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] (n={n})"
+
+
+def survival_by_sentence(store: RunStore, method: str, seeds: list[int], recipe: str,
+                         indices: list[int]) -> list[float] | None:
+    """Per attacked sentence, the fraction of the method's seeds still right after the attack."""
+    from uegr.attacks.runner import read_records
+
+    per_seed = []
+    for seed in seeds:
+        try:
+            run = store.get(f"{method}-s{seed}")
+        except RunError:
+            return None
+        done = {r["index"]: r["result"] == "failed" for r in read_records(run.analyses_dir / f"attack-{recipe}-test")
+                if "index" in r}
+        if any(i not in done for i in indices):
+            return None
+        per_seed.append([done[i] for i in indices])
+    return [sum(col) / len(col) for col in zip(*per_seed)]
+
+
+def paired_rows(store: RunStore, args, methods: list[str], num_test: int, target: str = "uegr") -> list[str]:
+    """UEGR minus each baseline on the same attacked sentences (seeds averaged per sentence), with a
+    bootstrap interval over sentences: the pairing removes the sentences' shared difficulty."""
+    from uegr.attacks.runner import select_indices
+
+    if target not in methods:
+        return []
+    seeds = [int(s) for s in args.seeds.split(",")]
+    recipes = args.recipes.split(",")
+    mine = {r: survival_by_sentence(store, target, seeds, r, select_indices(num_test, attack_n(args, r),
+                                                                             args.attack_seed)) for r in recipes}
+    lines = []
+    for method in methods:
+        if method == target:
+            continue
+        cells = [f"{target} − {method}"]
+        for r in recipes:
+            theirs = survival_by_sentence(store, method, seeds, r,
+                                          select_indices(num_test, attack_n(args, r), args.attack_seed))
+            if mine[r] is None or theirs is None:
+                cells.append("-")
+                continue
+            diff, lo, hi = paired_bootstrap(mine[r], theirs, resamples=10_000, seed=0)
+            cells.append(f"{100 * diff:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_results(path: Path, rows: dict, args, command: str, search: list, wall: float,
-                  wall_note: bool = True) -> None:
+                  wall_note: bool = True, paired: list[str] | None = None) -> None:
     recipes = args.recipes.split(",")
     lines = ["# Reproduction on SST-2", "",
              ("Produced by (and only by) this command:" if wall_note else
@@ -188,6 +234,11 @@ def write_results(path: Path, rows: dict, args, command: str, search: list, wall
             survived, n = sum(p["failed"] for p in parts), sum(p["num_examples"] for p in parts)
             cells.append(pooled(survived, n))
         lines.append("| " + " | ".join(cells) + " |")
+    if paired:
+        lines += ["", "Paired differences in accuracy under attack (points; each sentence scored by the fraction of "
+                  "a method's seeds that survive it; 95 % bootstrap interval over the attacked sentences, which "
+                  "does not cover the variation between training seeds):", "",
+                  "| comparison | " + " | ".join(recipes) + " |", "|" + "---|" * (len(recipes) + 1)] + paired
     lines += ["", "Attack success rate and perturbed-word % per run are in each run folder under "
               "`analyses/attack-<recipe>-test.json` (TextAttack definitions).", "",
               "## Settings", "",
@@ -218,7 +269,7 @@ def write_results(path: Path, rows: dict, args, command: str, search: list, wall
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def report(store: RunStore, args, command: str, t_start: float) -> None:
+def report(store: RunStore, args, command: str, t_start: float, num_test: int) -> None:
     """The table from finished runs only: nothing is trained or attacked."""
     rows: dict[str, list[dict]] = {}
     for seed in [int(s) for s in args.seeds.split(",")]:
@@ -239,8 +290,10 @@ def report(store: RunStore, args, command: str, t_start: float) -> None:
             search.append((extra, score))
     produced = "\n".join(args.produced_by) or command
     header = (f"{produced}\n```\n\nTable assembled from the finished runs in `{args.runs_dir}` by:\n\n```\n{command}")
+    paired = paired_rows(store, args, [m for m in args.methods.split(",") if len(rows.get(m, [])) == len(
+        args.seeds.split(","))], num_test)
     write_results(Path(args.out), rows, args, header, search if args.select else [], time.time() - t_start,
-                  wall_note=False)
+                  wall_note=False, paired=paired)
     print(f"wrote {args.out}: " + ", ".join(f"{m} x{len(r)}" for m, r in rows.items()))
 
 
@@ -286,7 +339,7 @@ def main() -> None:
     uegr_extra: list[str] = []
     search = []
     if args.report_only:
-        report(store, args, command, t_start)
+        report(store, args, command, t_start, len(dataset.splits["test"].texts))
         return
     if args.select:
         for i, extra in enumerate(UEGR_SEARCH):

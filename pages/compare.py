@@ -7,7 +7,14 @@ import streamlit as st
 from app import attack_view as av
 from app import common
 from app import compare_view as cv
-from uegr.compare import BASE_COLUMNS, attack_keys, comparison_table, to_csv, to_markdown
+from uegr.compare import (
+    BASE_COLUMNS,
+    attack_keys,
+    comparison_table,
+    paired_attack_differences,
+    to_csv,
+    to_markdown,
+)
 from uegr.models import ModelLoadError
 
 st.title("Compare runs")
@@ -57,6 +64,23 @@ else:
     st.plotly_chart(cv.attack_bars(rows, metric), key="cmp_bars")
     st.caption("Attack metrics follow TextAttack: accuracy under attack = failed / N; success rate = successful / "
                "(successful + failed); N may differ between runs — see the attacked_n columns.")
+
+    if len(chosen) >= 2:
+        st.subheader("Paired on the same sentences")
+        reference = st.selectbox("Reference run", chosen, key="cmp_reference")
+        paired = [{"run": n, "reference": reference, **row} for n in chosen if n != reference
+                  for row in paired_attack_differences(by_name[n], by_name[reference])]
+        if paired:
+            st.dataframe(paired, hide_index=True, width="stretch",
+                         column_config={c: st.column_config.NumberColumn(format="%+.3f" if c != "a" and c != "b"
+                                                                          else "%.3f")
+                                        for c in ("a", "b", "difference", "low", "high")})
+            st.caption("a, b: accuracy under attack of the run and of the reference on the sentences both were "
+                       "attacked on (`shared`); difference = a − b with its 95 % bootstrap interval over those "
+                       "sentences. An interval that contains 0 does not tell the two runs apart. Pairing removes "
+                       "each sentence's own difficulty, so it is much sharper than comparing the two accuracies.")
+        else:
+            st.info("No attack was run on both the reference and another chosen run.")
 
 lands = [r for r in rows if any(r.get(c) is not None for c in BASE_COLUMNS if c.startswith(("hessian", "sharpness")))]
 if lands:

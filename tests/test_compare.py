@@ -6,17 +6,20 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from uegr.attacks.runner import read_records
 from uegr.compare import (
     BASE_COLUMNS,
     attack_key,
     attack_keys,
     comparison_table,
+    paired_attack_differences,
     pareto_front,
     to_csv,
     to_markdown,
@@ -65,6 +68,34 @@ def test_table_from_real_runs(store):
     assert u["attacked_n:deepwordbug/test"] == 2
     assert u["robust_accuracy"] == saved["accuracy_under_attack"] and u["worst_attack"] == "deepwordbug/test"
     assert v["under_attack:deepwordbug/test"] is None and v["robust_accuracy"] is None
+
+
+def test_paired_differences_use_the_sentences_both_runs_attacked(store, tmp_path):
+    home = tmp_path / "paired"
+    for name in ("u1", "v1"):
+        shutil.copytree(store.get(name).path, home / name)
+    # v1 attacked on 3 sentences: the seeded order makes its first 2 the 2 that u1 was attacked on
+    _cli(home, "attack", "v1", "--recipe", "deepwordbug", "-n", "3", "--split", "test", "--query-budget", "200")
+    copy = RunStore(home)
+    u, v = copy.get("u1"), copy.get("v1")
+    (row,) = paired_attack_differences(u, v, resamples=500)
+    recs_u = {r["index"]: r["result"] == "failed" for r in read_records(u.analyses_dir / "attack-deepwordbug-test")}
+    recs_v = {r["index"]: r["result"] == "failed" for r in read_records(v.analyses_dir / "attack-deepwordbug-test")}
+    shared = set(recs_u) & set(recs_v)
+    assert len(recs_v) == 3 and len(shared) == 2 == row["shared"]
+    assert row["attack"] == "deepwordbug/test" and row["note"] == ""
+    assert row["a"] == pytest.approx(sum(recs_u[i] for i in shared) / 2)
+    assert row["b"] == pytest.approx(sum(recs_v[i] for i in shared) / 2)
+    assert row["difference"] == pytest.approx(row["a"] - row["b"])
+    assert row["low"] <= row["difference"] <= row["high"]
+    (back,) = paired_attack_differences(v, u, resamples=500)
+    assert back["difference"] == pytest.approx(-row["difference"])
+
+    # a different query budget is another experiment: reported, not compared
+    summary = v.analyses("attack-")["attack-deepwordbug-test"]
+    v.write_analysis("attack-deepwordbug-test", {**summary, "query_budget": 50})
+    (row,) = paired_attack_differences(u, v)
+    assert row["difference"] is None and row["note"] == "settings differ: query_budget"
 
 
 def test_landscape_and_second_attack_and_garbage(store):

@@ -138,6 +138,20 @@ def test_attack_slice_job_and_compare(home):
     cmp.radio(key="cmp_bar_metric").set_value("success_rate")
     cmp.run()
     assert not cmp.exception, [e.value for e in cmp.exception]
+    assert any("No attack was run on both" in i.value for i in cmp.info)
+
+    # once the vanilla run is attacked on the same sentences, the page pairs them
+    proc = subprocess.run([sys.executable, "-m", "uegr.cli", "attack", "tiny-vanilla", "--recipe", "deepwordbug",
+                           "-n", "2", "--split", "test", "--query-budget", "200"], cwd=ROOT,
+                          env={**os.environ, "UEGR_HOME": str(home)}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cmp.selectbox(key="cmp_reference").select("tiny-uegr")
+    cmp.run()
+    assert not cmp.exception, [e.value for e in cmp.exception]
+    paired = cmp.dataframe[1].value
+    assert list(paired["run"]) == ["tiny-vanilla"] and list(paired["reference"]) == ["tiny-uegr"]
+    assert list(paired["attack"]) == ["deepwordbug/test"] and list(paired["shared"]) == [2]
+    assert paired["difference"][0] == pytest.approx(paired["a"][0] - paired["b"][0])
 
 
 def test_attack_job_stop(home):

@@ -172,6 +172,45 @@ def pareto_front(points: Sequence[tuple | None]) -> list[int]:
     return sorted(front, key=lambda i: (pos[i][0], -pos[i][1], i))
 
 
+def _survival(run: Run, key: str) -> dict[int, tuple[str, bool]]:
+    """Dataset index -> (original text, still right after the attack) from an attack's records."""
+    from .attacks.runner import read_records
+
+    recipe, _, split = key.rpartition("/")
+    return {r["index"]: (r.get("original_text"), r.get("result") == "failed")
+            for r in read_records(run.analyses_dir / f"attack-{recipe}-{split}") if "index" in r}
+
+
+def paired_attack_differences(run_a: Run, run_b: Run, resamples: int = 10_000) -> list[dict]:
+    """Accuracy under attack of run_a minus run_b, per attack both ran, on the sentences both attacked.
+
+    Each run's summary may cover a different N; pairing on the shared sentences removes both that and
+    each sentence's own difficulty, so the 95 % bootstrap interval is far narrower than two separate
+    intervals. Attacks run with a different seed, query budget or perturbation cap are not compared
+    (their outcomes are not the same experiment); sentences whose text differs are dropped."""
+    from .stats import paired_bootstrap
+
+    out = []
+    sa, sb = _attacks(run_a), _attacks(run_b)
+    for key in sorted(set(sa) & set(sb)):
+        row = {"attack": key, "shared": 0, "a": None, "b": None, "difference": None, "low": None, "high": None,
+               "note": ""}
+        out.append(row)
+        differs = [f for f in ("seed", "query_budget", "max_perturb_fraction") if sa[key].get(f) != sb[key].get(f)]
+        if differs:
+            row["note"] = "settings differ: " + ", ".join(differs)
+            continue
+        ra, rb = _survival(run_a, key), _survival(run_b, key)
+        shared = sorted(i for i in set(ra) & set(rb) if ra[i][0] == rb[i][0])
+        if not shared:
+            row["note"] = "no sentence attacked in both"
+            continue
+        a, b = [float(ra[i][1]) for i in shared], [float(rb[i][1]) for i in shared]
+        diff, lo, hi = paired_bootstrap(a, b, resamples=resamples)
+        row.update(shared=len(shared), a=sum(a) / len(a), b=sum(b) / len(b), difference=diff, low=lo, high=hi)
+    return out
+
+
 def _fmt(v, digits: int = 4) -> str:
     if v is None:
         return ""
