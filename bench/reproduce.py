@@ -159,19 +159,17 @@ def pooled(k: int, n: int) -> str:
 def survival_by_sentence(store: RunStore, method: str, seeds: list[int], recipe: str,
                          indices: list[int]) -> list[float] | None:
     """Per attacked sentence, the fraction of the method's seeds still right after the attack."""
-    from uegr.attacks.runner import read_records
+    from uegr.compare import attack_survival
 
     per_seed = []
     for seed in seeds:
         try:
-            run = store.get(f"{method}-s{seed}")
+            done = attack_survival(store.get(f"{method}-s{seed}"), f"{recipe}/test")
         except RunError:
             return None
-        done = {r["index"]: r["result"] == "failed" for r in read_records(run.analyses_dir / f"attack-{recipe}-test")
-                if "index" in r}
         if any(i not in done for i in indices):
             return None
-        per_seed.append([done[i] for i in indices])
+        per_seed.append([done[i][1] for i in indices])
     return [sum(col) / len(col) for col in zip(*per_seed)]
 
 
@@ -183,17 +181,15 @@ def paired_rows(store: RunStore, args, methods: list[str], num_test: int, target
     if target not in methods:
         return []
     seeds = [int(s) for s in args.seeds.split(",")]
-    recipes = args.recipes.split(",")
-    mine = {r: survival_by_sentence(store, target, seeds, r, select_indices(num_test, attack_n(args, r),
-                                                                             args.attack_seed)) for r in recipes}
+    indices = {r: select_indices(num_test, attack_n(args, r), args.attack_seed) for r in args.recipes.split(",")}
+    mine = {r: survival_by_sentence(store, target, seeds, r, idx) for r, idx in indices.items()}
     lines = []
     for method in methods:
         if method == target:
             continue
         cells = [f"{target} − {method}"]
-        for r in recipes:
-            theirs = survival_by_sentence(store, method, seeds, r,
-                                          select_indices(num_test, attack_n(args, r), args.attack_seed))
+        for r, idx in indices.items():
+            theirs = survival_by_sentence(store, method, seeds, r, idx)
             if mine[r] is None or theirs is None:
                 cells.append("-")
                 continue

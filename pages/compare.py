@@ -72,8 +72,7 @@ else:
                   for row in paired_attack_differences(by_name[n], by_name[reference])]
         if paired:
             st.dataframe(paired, hide_index=True, width="stretch",
-                         column_config={c: st.column_config.NumberColumn(format="%+.3f" if c != "a" and c != "b"
-                                                                          else "%.3f")
+                         column_config={c: st.column_config.NumberColumn(format="%.3f" if c in ("a", "b") else "%+.3f")
                                         for c in ("a", "b", "difference", "low", "high")})
             st.caption("a, b: accuracy under attack of the run and of the reference on the sentences both were "
                        "attacked on (`shared`); difference = a − b with its 95 % bootstrap interval over those "

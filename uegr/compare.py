@@ -172,7 +172,7 @@ def pareto_front(points: Sequence[tuple | None]) -> list[int]:
     return sorted(front, key=lambda i: (pos[i][0], -pos[i][1], i))
 
 
-def _survival(run: Run, key: str) -> dict[int, tuple[str, bool]]:
+def attack_survival(run: Run, key: str) -> dict[int, tuple[str, bool]]:
     """Dataset index -> (original text, still right after the attack) from an attack's records."""
     from .attacks.runner import read_records
 
@@ -200,7 +200,7 @@ def paired_attack_differences(run_a: Run, run_b: Run, resamples: int = 10_000) -
         if differs:
             row["note"] = "settings differ: " + ", ".join(differs)
             continue
-        ra, rb = _survival(run_a, key), _survival(run_b, key)
+        ra, rb = attack_survival(run_a, key), attack_survival(run_b, key)
         shared = sorted(i for i in set(ra) & set(rb) if ra[i][0] == rb[i][0])
         if not shared:
             row["note"] = "no sentence attacked in both"

@@ -25,13 +25,15 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 20
 
     Pairing matters: two models attacked on the same sentences share each sentence's difficulty, so
     the interval of their difference is much narrower than two separate intervals suggest."""
-    x = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     if len(a) != len(b):
         raise ValueError(f"paired_bootstrap: {len(a)} and {len(b)} items; pair the same items")
+    x = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     if x.size == 0:
         raise ValueError("paired_bootstrap: no items")
     rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+    chunk = max(1, 4_000_000 // x.size)  # resample indices in blocks: a whole attacked test set stays small
+    means = np.concatenate([x[rng.integers(0, x.size, size=(min(chunk, resamples - start), x.size))].mean(axis=1)
+                            for start in range(0, resamples, chunk)])
     tail = (1 - level) / 2
     lo, hi = np.quantile(means, [tail, 1 - tail])
     return float(x.mean()), float(lo), float(hi)
