@@ -56,6 +56,7 @@ def launch(run: Run, store: RunStore, resume: bool = False) -> int:
         cmd += ["--config", str(run.path / "config.json")]
     env = child_env()
     env["UEGR_HOME"] = str(store.root)
+    env["UEGR_LAUNCHED"] = repr(time.time())  # the child honours a Stop clicked after this, even while it starts
     with run.log_path.open("ab") as log:
         log.write(f"\n$ {' '.join(cmd)}\n".encode())
         log.flush()
@@ -84,18 +85,17 @@ def effective_state(run: Run) -> dict:
     return st
 
 
-def stop(run: Run) -> None:
-    run.request_stop()
+def stop(run: Run) -> str:
+    """Ask the run to stop (a queued run then never trains); returns its state."""
+    return run.request_stop()
 
 
 def resume(run: Run, store: RunStore) -> int:
+    """Relaunch with --resume: from the last checkpoint, or from step 0 when there is none yet."""
     st = effective_state(run)
-    if st.get("state") in ACTIVE and pid_alive(st.get("pid") or st.get("launcher_pid")):
+    if run.is_locked() or (st.get("state") in ACTIVE and pid_alive(st.get("pid") or st.get("launcher_pid"))):
         raise RunError(f"run {run.name!r} is still {st['state']}; stop it before resuming")
     run.clear_stop()
-    if not run.has_checkpoint("last"):  # nothing to resume from: start it again from scratch
-        run.set_status(state="queued", error=None)
-        return launch(run, store)
     return launch(run, store, resume=True)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 import time
 
@@ -60,45 +62,109 @@ class ProgressPrinter:
         return False
 
 
-def cmd_train(args) -> int:
-    from .trainer import RunRecorder, Trainer
+# Settings a resume may not change: they change the model, the data or the order it is seen in, so the
+# checkpoint would not match (everything else, e.g. optim.max_steps or runtime.*, may change).
+RESUME_FIXED = ("data.", "model.", "method.name", "optim.seed", "optim.batch_size")
+_STARTED = float(os.environ.get("UEGR_LAUNCHED") or time.time())  # a STOP older than this is stale
 
+
+def _resume_changes(old: C.Config, new: C.Config) -> list[str]:
+    a, b = old.to_dict(), new.to_dict()
+    return [f"{sec}.{k}" for sec in b for k in b[sec] if a.get(sec, {}).get(k) != b[sec][k]]
+
+
+def cmd_train(args) -> int:
     store = RunStore(args.runs_dir)
+    if args.restart and not args.resume:
+        raise RunError("--restart goes with --resume: uegr train --name RUN --resume --restart")
     if args.resume:
         if not args.name:
             raise RunError("--resume needs --name of the run to continue")
         run = store.get(args.name)
-        st = run.status()
-        if st.get("state") == "running":
-            raise RunError(f"run {run.name!r} is still running (pid {st.get('pid')}); stop it before resuming")
-        cfg = run.config()
-        if args.set:
-            C.apply_overrides(cfg, args.set)
-            C.validate(cfg)
-            run.write_config(cfg)
-    else:
-        cfg = C.build_config(args.preset, args.config, args.set)
-        if args.name:
-            try:
-                existing = store.get(args.name)
-            except RunError:
-                existing = None
-            if existing is not None and existing.raw_status().get("state") == "queued" and not existing.has_checkpoint():
-                run = existing  # created by the app (queued), started here
-                run.write_config(cfg)
-            else:
-                run = store.create(cfg, args.name)
+        with run.lock():  # before anything is written; refused while another process has the run
+            return _resume(args, run)
+    cfg = C.build_config(args.preset, args.config, args.set)  # invalid settings: refused before any write
+    if not args.name:
+        run = store.create(cfg, None)
+        with run.lock():
+            return _train(args, run, cfg, resume=False)
+    with store.lock(args.name):  # taken before the folder exists: two starts of one name cannot both train
+        try:
+            run = store.get(args.name)
+        except RunError:
+            run = None
+        if run is None:
+            run = store.create(cfg, args.name)
+        elif run.raw_status().get("state") == "queued" and not run.has_checkpoint() or _stopped_while_queued(run):
+            pass  # created (queued) by the app, started here
         else:
-            run = store.create(cfg, None)
-    from .trainer import Trainer as _T  # noqa: F401 - keep import errors inside the run record
+            raise RunError(f"a run named {args.name!r} already exists in {store.root} "
+                           f"({run.status().get('state')}); choose another name, or continue it with "
+                           f"`uegr train --name {args.name} --resume`")
+        if run.stop_requested():  # `uegr stop` (or the app's Stop) while it was queued
+            return _stopped_before_start(args, run)
+        run.write_config(cfg)
+        return _train(args, run, cfg, resume=False)
 
-    recorder = RunRecorder(run)
+
+def _stopped_while_queued(run) -> bool:
+    st = run.raw_status()
+    return st.get("state") == "stopped" and not st.get("started") and run.stop_requested()
+
+
+def _stopped_before_start(args, run) -> int:
+    st = run.set_status(state="stopped", error=None, ended=time.time(),
+                        note="stopped before training started (a stop was requested)")
+    run.clear_stop()
+    _print({"run": run.name, "path": str(run.path), "state": "stopped", "step": st.get("step", 0)}, args.json,
+           f"run {run.name}: stopped before training started (a stop was requested)")
+    return 0
+
+
+def _resume(args, run) -> int:
+    """Continue a run (lock held). Every check happens before the first write: a refused or failed resume
+    leaves config.json, status.json, metrics and checkpoints exactly as they were."""
+    old = run.config()
+    cfg = old.copy()
+    if args.set:
+        C.apply_overrides(cfg, args.set)
+        C.validate(cfg)
+        fixed = [k for k in _resume_changes(old, cfg) if k.startswith(RESUME_FIXED)]
+        if fixed:
+            raise RunError(f"--set {fixed[0]} cannot change when resuming run {run.name!r}: it changes the "
+                           "model or the data, so the checkpoint would not fit; start a new run instead, e.g. "
+                           f"uegr train --config {run.path / 'config.json'} --set {fixed[0]}=... --name "
+                           f"{run.name}-2")
+    if run.stop_requested(since=_STARTED):
+        return _stopped_before_start(args, run)
+    resume = run.resume_checkpoint() is not None and not args.restart
+    trainer = _make_trainer(args, run, cfg, resume)  # loads the checkpoint; on failure nothing was written
+    run.clear_stop()  # a request older than this process was for a session that is over
+    if not resume:
+        print(f"run {run.name}: {'--restart' if args.restart else 'no checkpoint to resume from'}: "
+              "training it again from step 0 (earlier metrics move to metrics.discarded.jsonl)", file=sys.stderr)
+    if cfg.to_dict() != old.to_dict():
+        run.write_config(cfg)
+    return _fit(args, run, trainer)
+
+
+def _make_trainer(args, run, cfg, resume: bool):
+    from .trainer import RunRecorder, Trainer
+
+    return Trainer(cfg, run=run, callbacks=[RunRecorder(run), ProgressPrinter(args.json or args.quiet)],
+                   resume=resume)
+
+
+def _train(args, run, cfg, resume: bool) -> int:
     try:
-        trainer = Trainer(cfg, run=run, callbacks=[recorder, ProgressPrinter(args.json or args.quiet)],
-                          resume=args.resume)
-    except Exception as exc:  # noqa: BLE001 - setup errors (data, model) are recorded in the run
+        trainer = _make_trainer(args, run, cfg, resume)
+    except Exception as exc:  # noqa: BLE001 - setup errors (data, model) of a new run are recorded in it
         run.set_status(state="failed", error=f"{type(exc).__name__}: {exc}", ended=time.time())
         raise
+    return _fit(args, run, trainer)
+
+
+def _fit(args, run, trainer) -> int:
     result = trainer.fit()
     out = {"run": run.name, "path": str(run.path), **result}
     if trainer.accelerator.is_main_process:
@@ -108,20 +174,35 @@ def cmd_train(args) -> int:
 
 
 def _load_for_eval(args):
-    from .models import load_checkpoint
+    from pathlib import Path
+
+    from .models import ModelLoadError, load_checkpoint
+    from .runs import safetensors_problem
 
     store = RunStore(args.runs_dir)
-    try:
+    given = Path(args.run)
+    if (given / "status.json").is_file() and not (store.root / args.run).is_dir():
+        raise RunError(f"{args.run} is a run folder: give the run's name and its runs folder, e.g. "
+                       f"`{given.name} --runs-dir {given.parent}`")
+    if (given / "config.json").is_file() and not (store.root / args.run).is_dir():
+        run, folder, cfg = None, given, C.Config()  # a saved classifier folder, read only
+    else:
         run = store.get(args.run)
         folder = run.best_checkpoint() if not args.checkpoint else run.checkpoint_dir(args.checkpoint)
+        if not (folder / "config.json").is_file():
+            raise RunError(f"run {run.name!r} has no {args.checkpoint} checkpoint ({folder})")
         cfg = run.config()
-    except RunError:
-        from pathlib import Path
-
-        if not (Path(args.run) / "config.json").is_file():
-            raise
-        run, folder, cfg = None, Path(args.run), C.Config()
-    model, tok = load_checkpoint(folder)
+    problem = safetensors_problem(folder / "model.safetensors") if (folder / "model.safetensors").exists() else None
+    try:
+        if problem:
+            raise ValueError(problem)
+        model, tok = load_checkpoint(folder)
+    except (ModelLoadError, RunError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - HF/safetensors errors on damaged files
+        raise RunError(f"checkpoint {folder} cannot be loaded ({str(exc)[:200]}); "
+                       + ("try --checkpoint last or best, or " if run else "")
+                       + "restore the files, or train the run again") from None
     return run, cfg, model, tok
 
 
@@ -173,7 +254,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    rows = [r.summary() for r in RunStore(args.runs_dir).list()]
+    rows = [r.summary(check_checkpoints=True) for r in RunStore(args.runs_dir).list()]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -181,14 +262,26 @@ def cmd_runs(args) -> int:
         print(f"no runs in {RunStore(args.runs_dir).root}")
     for r in rows:
         best = f"{r['best_score']:.4f}" if r["best_score"] is not None else "-"
-        print(f"{r['name']:<36} {r['method']:<12} {r['state']:<12} step {r['step']}/{r['total_steps']}  best {best}")
+        line = f"{r['name']:<36} {r['method']:<12} {r['state']:<12} step {r['step']}/{r['total_steps']}  best {best}"
+        if r["state"] == "damaged":
+            line += f"  ({r['error']})"
+        print(line)
     return 0
 
 
 def cmd_stop(args) -> int:
     run = RunStore(args.runs_dir).get(args.run)
-    run.request_stop()
-    _print({"run": run.name, "stop_requested": True}, args.json, f"stop requested for {run.name}")
+    before = run.status()
+    if before.get("state") == "damaged":
+        raise RunError(f"cannot stop run {run.name!r}: {before.get('error')}")
+    state = run.request_stop()
+    if state == "running":
+        text, asked = f"stop requested for {run.name}: it saves a checkpoint and stops after this step", True
+    elif state in ("queued", "stopped") and before.get("state") == "queued":
+        text, asked = f"stop requested for {run.name}: it was queued and will not train", True
+    else:
+        text, asked = f"run {run.name} is not running ({state}); nothing to stop", False
+    _print({"run": run.name, "stop_requested": asked, "state": state}, args.json, text)
     return 0
 
 
@@ -213,7 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one field, e.g. --set method.k=4 (repeatable)")
     t.add_argument("--name", help="run name (folder under the runs dir); with --resume, the run to continue")
-    t.add_argument("--resume", action="store_true", help="continue --name from its last checkpoint")
+    t.add_argument("--resume", action="store_true", help="continue --name from its last checkpoint (a run with "
+                   "no checkpoint yet trains again from step 0)")
+    t.add_argument("--restart", action="store_true", help="with --resume: train the run again from step 0, e.g. "
+                   "when its checkpoint is damaged (earlier metrics are kept in metrics.discarded.jsonl)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     common(t)
     t.set_defaults(func=cmd_train)
@@ -265,9 +361,23 @@ def main(argv: list[str] | None = None) -> int:
     except (C.ConfigError, DataError, ModelLoadError, RunError, ValueError, FileNotFoundError) as exc:
         print(f"uegr {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except (OSError, TimeoutError) as exc:  # full disk, read-only folder, a lock that never came free
+        print(f"uegr {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"uegr {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line: what failed, on which file, and what to do."""
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    what = (exc.strerror or str(exc)) + where
+    if exc.errno == errno.ENOSPC:
+        return f"{what}: the disk is full; free some space (or use --runs-dir on another disk), then resume"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{what}: the folder is not writable; fix its permissions or choose another --runs-dir"
+    return f"{what}; check the file and the disk, then try again"
 
 
 if __name__ == "__main__":

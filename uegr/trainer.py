@@ -13,6 +13,7 @@ import math
 import os
 import random
 import socket
+import sys
 import time
 import traceback
 import zlib
@@ -26,7 +27,7 @@ from .methods import StepContext, build_method
 from .methods.base import as_floats
 from .metrics import classification_report
 from .models import load_checkpoint, load_model, save_checkpoint
-from .runs import Run
+from .runs import Run, RunError, safetensors_problem
 from .saliency import MaskedAdamW, SelectiveUpdater
 
 
@@ -87,10 +88,25 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     def __init__(self, cfg: Config, run: Run | None = None, callbacks: list[Callback] | None = None,
                  dataset: TextDataset | None = None, resume: bool = False):
-        from accelerate import Accelerator
-
         self.cfg = validate(cfg)
         self.run = run
+        # One process per run: the lock is held until fit() ends (re-entrant, so the CLI can hold it too).
+        self._run_lock = run.lock() if run is not None else None
+        try:
+            self._setup(cfg, callbacks, dataset, resume)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Give back the run's lock (fit() does this when it ends)."""
+        lock, self._run_lock = getattr(self, "_run_lock", None), None
+        if lock is not None:
+            lock.release()
+
+    def _setup(self, cfg: Config, callbacks, dataset, resume: bool) -> None:
+        from accelerate import Accelerator
+
         self.callbacks = list(callbacks or [])
         o, r = cfg.optim, cfg.runtime
         if r.threads:
@@ -181,6 +197,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
+        try:
+            return self._fit()
+        finally:
+            self.release()
+
+    def _fit(self) -> dict:
         state, error = "completed", None
         self._emit("on_train_start")
         try:
@@ -190,14 +212,20 @@ class Trainer:
         except KeyboardInterrupt:
             state, error = "stopped", "interrupted by the user (Ctrl-C)"
         except Exception as exc:  # noqa: BLE001 - any failure is recorded in the run, then re-raised
-            state, error = "failed", f"{type(exc).__name__}: {exc}"
-            self.error_trace = traceback.format_exc()
-            self._emit("on_train_end", state, error)
+            self._fail(exc)
             raise
         if state == "stopped":
-            self.save_checkpoint("last")
+            try:
+                self.save_checkpoint("last")
+            except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the previous checkpoint is intact
+                self._fail(exc)
+                raise
         self._emit("on_train_end", state, error)
         return {"state": state, "step": self.step, "best_score": self.best_score, **self.last_eval}
+
+    def _fail(self, exc: Exception) -> None:
+        self.error_trace = traceback.format_exc()
+        self._emit("on_train_end", "failed", f"{type(exc).__name__}: {exc}")
 
     def _loop(self) -> None:
         cfg = self.cfg
@@ -300,24 +328,27 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints and resume
     def save_checkpoint(self, which: str = "last", with_state: bool = True) -> Path | None:
+        """Crash-safe: the run store writes a new folder, fsyncs it, then swaps the link (Run.write_checkpoint)."""
         if self.run is None:
             return None
-        folder = self.run.checkpoint_dir(which)
         self.accelerator.wait_for_everyone()
+        folder = self.run.checkpoint_dir(which)
         if self.accelerator.is_main_process:
-            tmp = folder.with_name(f".{which}.tmp")
-            if tmp.exists():
-                import shutil
+            def write(tmp: Path) -> None:
+                save_checkpoint(self.raw_model, self.tokenizer, tmp)
+                if with_state:
+                    torch.save(self.trainer_state(), tmp / "trainer_state.pt")
 
-                shutil.rmtree(tmp)
-            save_checkpoint(self.raw_model, self.tokenizer, tmp)
-            if with_state:
-                torch.save(self.trainer_state(), tmp / "trainer_state.pt")
-            if folder.exists():
-                import shutil
-
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
+            try:
+                folder = self.run.write_checkpoint(which, self.step, write)
+            except OSError as exc:
+                raise OSError(exc.errno, f"{exc.strerror or exc} while writing checkpoint {which!r} of run "
+                              f"{self.run.name!r} at step {self.step}; the previous checkpoint is intact",
+                              exc.filename) from exc
+            except RuntimeError as exc:  # torch/safetensors report a full disk as RuntimeError
+                raise OSError(_errno_of(exc), f"{str(exc)[:200]} while writing checkpoint {which!r} of run "
+                              f"{self.run.name!r}; the previous checkpoint is intact",
+                              str(self.run.checkpoints_dir)) from exc
             self._emit("on_checkpoint", folder)
         return folder
 
@@ -330,22 +361,42 @@ class Trainer:
                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
     def _load_state(self) -> None:
-        if self.run is None or not self.run.has_checkpoint("last"):
+        folder = self.run.resume_checkpoint() if self.run is not None else None
+        if folder is None:
             raise ValueError("nothing to resume: the run has no checkpoints/last (it stopped before the first "
                              "checkpoint); start it again instead")
-        folder = self.run.checkpoint_dir("last")
         from safetensors.torch import load_file
 
-        weights = load_file(str(folder / "model.safetensors"))
+        restart = f"`uegr train --name {self.run.name} --resume --restart` trains it again from step 0"
+        for f in ("model.safetensors", "trainer_state.pt"):
+            if not (folder / f).is_file():
+                raise RunError(f"checkpoint file {folder / f} is missing; restore it, or {restart}")
+        problem = safetensors_problem(folder / "model.safetensors")
+        try:
+            if problem:
+                raise ValueError(problem)
+            weights = load_file(str(folder / "model.safetensors"))
+        except Exception as exc:  # noqa: BLE001 - SafetensorError is not a ValueError
+            raise RunError(f"checkpoint {folder / 'model.safetensors'} cannot be loaded ({str(exc)[:160]}); "
+                           f"restore it, or {restart}") from None
         missing, unexpected = self.raw_model.load_state_dict(weights, strict=False)
         if unexpected or [k for k in missing if not k.endswith("position_ids")]:
-            raise ValueError(f"checkpoint does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        st = torch.load(folder / "trainer_state.pt", weights_only=True)
-        self.optimizer.load_state_dict(st["optimizer"])
-        self.scheduler.load_state_dict(st["scheduler"])
-        self.method.load_state_dict(st["method"])
-        if self.updater is not None and st["updater"] is not None:
-            self.updater.load_state_dict(st["updater"])
+            raise RunError(f"checkpoint {folder} does not match the model (missing {missing[:3]}, unexpected "
+                           f"{unexpected[:3]}): the run's model settings changed; {restart}")
+        try:
+            st = torch.load(folder / "trainer_state.pt", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a damaged zip raises RuntimeError/EOFError/UnpicklingError
+            raise RunError(f"checkpoint file {folder / 'trainer_state.pt'} cannot be loaded ({str(exc)[:120]}); "
+                           f"restore it, or {restart}") from None
+        try:
+            self.optimizer.load_state_dict(st["optimizer"])
+            self.scheduler.load_state_dict(st["scheduler"])
+            self.method.load_state_dict(st["method"])
+            if self.updater is not None and st["updater"] is not None:
+                self.updater.load_state_dict(st["updater"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise RunError(f"the training state in {folder / 'trainer_state.pt'} does not fit this run's settings "
+                           f"({type(exc).__name__}: {str(exc)[:120]}); {restart}") from None
         self.step, self.epoch, self.batch_in_epoch = st["step"], st["epoch"], st["batch_in_epoch"]
         self.best_score = st["best_score"]
         torch.set_rng_state(st["rng_torch"])
@@ -359,6 +410,13 @@ class Trainer:
             return
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
+
+
+def _errno_of(exc: Exception) -> int:
+    import errno
+
+    text = str(exc).lower()
+    return errno.ENOSPC if ("no space" in text or "os error 28" in text) else errno.EIO
 
 
 def _as_tuple(x):
@@ -439,7 +497,13 @@ class RunRecorder(Callback):
         self._last_beat = 0.0
 
     def on_train_start(self, trainer: Trainer) -> None:
-        self.run.clear_stop()
+        # A STOP written while queued is kept (and honoured at once); the lock is held, so repairs are safe.
+        for note in self.run.recover_checkpoints():
+            print(f"run {self.run.name}: {note}", file=sys.stderr)
+        moved = self.run.trim_metrics(trainer.step)
+        if moved:
+            print(f"run {self.run.name}: moved {moved} metrics line(s) logged after step {trainer.step} (or torn) "
+                  f"to {self.run.path / 'metrics.discarded.jsonl'}", file=sys.stderr)
         st = self.run.raw_status()
         self.run.set_status(state="running", pid=os.getpid(), host=socket.gethostname(),
                             started=st.get("started") or time.time(), heartbeat=time.time(), step=trainer.step,
@@ -474,11 +538,16 @@ class RunRecorder(Callback):
         return self.run.stop_requested()
 
     def on_train_end(self, trainer: Trainer, state: str, error: str | None) -> None:
-        self.run.set_status(state=state, error=error, ended=time.time(), step=trainer.step, heartbeat=time.time(),
-                            best_score=trainer.best_score, final=trainer.last_eval)
-        if state == "failed" and getattr(trainer, "error_trace", None):
-            with self.run.log_path.open("a", encoding="utf-8") as fh:
-                fh.write(trainer.error_trace)
+        try:
+            self.run.set_status(state=state, error=error, ended=time.time(), step=trainer.step,
+                                heartbeat=time.time(), best_score=trainer.best_score, final=trainer.last_eval)
+            if state == "stopped":
+                self.run.clear_stop()  # the request is served
+            if state == "failed" and getattr(trainer, "error_trace", None):
+                with self.run.log_path.open("a", encoding="utf-8") as fh:
+                    fh.write(trainer.error_trace)
+        except OSError as exc:  # a full or read-only disk: readers will show the run as interrupted
+            print(f"run {self.run.name}: could not record the final state {state!r} ({exc})", file=sys.stderr)
 
 
 def load_trained(run: Run, which: str = "best"):
