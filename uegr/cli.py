@@ -156,6 +156,9 @@ def _make_trainer(args, run, cfg, resume: bool):
 
 
 def _train(args, run, cfg, resume: bool) -> int:
+    import socket
+
+    run.set_status(pid=os.getpid(), host=socket.gethostname())  # a kill during setup is then seen as such
     try:
         trainer = _make_trainer(args, run, cfg, resume)
     except Exception as exc:  # noqa: BLE001 - setup errors (data, model) of a new run are recorded in it

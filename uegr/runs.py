@@ -208,7 +208,7 @@ class Run:
     def lock_path(self) -> Path:
         return self.store_root / LOCKS / f"{self.name}.lock"
 
-    def lock(self, timeout: float = 3.0):
+    def lock(self, timeout: float = 0.5):
         """Take the run's lock (a FileLock; release it, or use it as a context manager). RunBusy if held."""
         from filelock import Timeout
 
@@ -281,6 +281,11 @@ class Run:
     def status(self) -> dict:
         """The status record; a 'running' run whose process is gone is reported as interrupted."""
         st = self.raw_status()
+        if st.get("state") == "queued" and st.get("pid") and st.get("host") == socket.gethostname() and \
+                not pid_alive(st["pid"]):
+            st["state"] = "interrupted"
+            st["error"] = st.get("error") or ("the training process ended while it was starting (killed or "
+                                              "crashed); start it again with --resume")
         if st.get("state") == "running":
             same_host = st.get("host") == socket.gethostname()
             if same_host:
@@ -690,7 +695,7 @@ class RunStore:
         _fsync_dir(self.root)
         return Run(path)
 
-    def lock(self, name: str, timeout: float = 3.0):
+    def lock(self, name: str, timeout: float = 0.5):
         """The lock of run `name`, which need not exist yet (taken before creating it)."""
         return Run(self.root / check_name(name)).lock(timeout)
 
