@@ -100,7 +100,10 @@ class RunSeries:
             self.reader = self.run.reader()
 
     def update(self) -> int:
+        rewinds = self.reader.rewinds
         new = self.reader.poll()
+        if self.reader.rewinds != rewinds:  # a resume rewrote metrics.jsonl: rebuild from the start
+            self.cols.clear()
         for rec in new:
             kind, step = rec.get("kind"), rec.get("step")
             if kind not in ("train", "eval") or step is None:

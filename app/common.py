@@ -15,10 +15,11 @@ TRAIN_PAGE = "../pages/train.py"
 RUNS_PAGE = "../pages/runs.py"
 
 BADGE_COLOURS = {"queued": "gray", "running": "blue", "completed": "green", "failed": "red",
-                 "stopped": "orange", "interrupted": "violet"}
+                 "stopped": "orange", "interrupted": "violet", "damaged": "red"}
 BADGE_ICONS = {"queued": ":material/schedule:", "running": ":material/autorenew:",
                "completed": ":material/check_circle:", "failed": ":material/error:",
-               "stopped": ":material/stop_circle:", "interrupted": ":material/warning:"}
+               "stopped": ":material/stop_circle:", "interrupted": ":material/warning:",
+               "damaged": ":material/broken_image:"}
 
 
 def runs_root() -> Path:

@@ -20,7 +20,7 @@ def runs_table(runs: list[Run]) -> list[dict]:
             ended = st.get("updated") or st.get("heartbeat")  # interrupted: last sign of life
         dur = s["duration_s"] if s["duration_s"] is not None else (round(ended - started, 1) if started and ended else None)
         rows.append({"name": s["name"], "method": s["method"], "data": s["data"], "model": s["model"],
-                     "status": st.get("state"), "step": f"{s['step'] or 0}/{s['total_steps'] or '?'}",
+                     "status": "damaged" if s["state"] == "damaged" else st.get("state"), "step": f"{s['step'] or 0}/{s['total_steps'] or '?'}",
                      "best validation": s["best_score"],
                      "duration": _fmt(dur)})
     return rows

@@ -24,7 +24,7 @@ import torch
 from faultkit import ForkServer
 
 from uegr.cli import main
-from uegr.runs import RunError, RunStore, pid_alive, safetensors_problem
+from uegr.runs import RunError, RunStore, _step_of, pid_alive, safetensors_problem
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 12
@@ -146,11 +146,14 @@ def test_kill_at_random_moments_then_resume(lab):
             continue
         before = check_after_kill(lab["runs"], name)
         run = RunStore(lab["runs"]).get(name)
-        ckpt = run.resume_checkpoint()
-        outcomes.append((len(run.metrics("train")), ckpt.name[6:13] if ckpt else None,
-                         any(p.name.endswith(".tmp") for p in run.checkpoints_dir.glob(".*"))))
+        ck = run.checkpoints_dir
+        linked = _step_of((ck / "last").resolve()) if (ck / "last").exists() else None
+        newest = _step_of(run.resume_checkpoint().resolve()) if run.resume_checkpoint() else None
+        where = ("inside a folder write" if list(ck.glob(".*.tmp")) else
+                 "folder complete, link not swapped" if newest != linked else "between writes")
+        outcomes.append((len(run.metrics("train")), linked, where))
         check_resumed(lab, name, before)
-    print("random kills (steps logged, checkpoint step, a partial checkpoint folder left):", outcomes)
+    print("random kills (steps logged, linked checkpoint step, where):", outcomes)
 
 
 # ------------------------------------------------------------------------------------------------ concurrency
@@ -375,3 +378,21 @@ def test_legacy_temporary_checkpoint_is_recovered(store, capsys):
     assert main(["train", "--name", "r", "--resume", "--quiet", "--set", "optim.max_steps=6"]) == 0
     assert [r["step"] for r in run.metrics("train")] == list(range(1, 7))
     assert not (ck / ".last.tmp").exists() and (ck / "last").is_symlink()
+
+
+def test_metrics_reader_starts_over_when_a_resume_rewrites_the_file(tmp_path):
+    from app.charts import RunSeries
+    from uegr.runs import Run
+
+    run = Run(tmp_path)
+    run.append_metrics([{"kind": "train", "step": s, "loss": 1.0 / s} for s in (1, 2, 3, 4)])
+    with run.metrics_path.open("a") as fh:
+        fh.write('{"kind": "train", "st')  # torn by a kill
+    series = RunSeries(run)
+    assert series.update() == 4
+    assert run.trim_metrics(2) == 3  # steps 3, 4 and the torn line move aside
+    run.append_metrics([{"kind": "train", "step": 3, "loss": 0.5}])
+    series.update()
+    assert list(series.cols[("train", "loss")][0]) == [1, 2, 3]  # no step twice on the live chart
+    moved = (tmp_path / "metrics.discarded.jsonl").read_text().splitlines()
+    assert json.loads(moved[0])["kind"] == "discarded" and moved[-1] == '{"kind": "train", "st'
