@@ -9,6 +9,7 @@ The CLI, the app (via the CLI in a subprocess) and the tests all use `Trainer`. 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
 import random
@@ -346,8 +347,10 @@ class Trainer:
                               f"{self.run.name!r} at step {self.step}; the previous checkpoint is intact",
                               exc.filename) from exc
             except RuntimeError as exc:  # torch/safetensors report a full disk as RuntimeError
-                raise OSError(_errno_of(exc), f"{str(exc)[:200]} while writing checkpoint {which!r} of run "
-                              f"{self.run.name!r}; the previous checkpoint is intact",
+                code = _errno_of(exc, self.run.checkpoints_dir)
+                raise OSError(code, f"{'no space left on the disk' if code == errno.ENOSPC else 'write failed'} "
+                              f"while writing checkpoint {which!r} of run {self.run.name!r} at step {self.step} "
+                              f"({str(exc).strip()[:90]}); the previous checkpoint is intact",
                               str(self.run.checkpoints_dir)) from exc
             self._emit("on_checkpoint", folder)
         return folder
@@ -412,11 +415,22 @@ class Trainer:
             getattr(cb, hook)(self, *args)
 
 
-def _errno_of(exc: Exception) -> int:
-    import errno
+def _errno_of(exc: Exception, folder: Path) -> int:
+    """ENOSPC when the message says so, or when less room is left than one more checkpoint takes (torch
+    reports a full disk only as "unexpected pos ..."); EIO otherwise."""
+    import shutil
 
     text = str(exc).lower()
-    return errno.ENOSPC if ("no space" in text or "os error 28" in text) else errno.EIO
+    if "no space" in text or "os error 28" in text:
+        return errno.ENOSPC
+    try:
+        biggest = max((sum(f.stat().st_size for f in d.iterdir()) for d in folder.glob(".*@*") if d.is_dir()),
+                      default=0)
+        if shutil.disk_usage(folder).free < biggest * 1.05 + (1 << 20):
+            return errno.ENOSPC
+    except OSError:
+        pass
+    return errno.EIO
 
 
 def _as_tuple(x):

@@ -134,6 +134,10 @@ def cmd_attack(args) -> int:
             model_dir = run.best_checkpoint()
         model, tokenizer = load_checkpoint(model_dir)
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+        if device not in ("cpu", "cuda"):
+            return _err(f"--device {device}: use auto, cpu or cuda")
+        if device == "cuda" and not torch.cuda.is_available():
+            return _err("--device cuda: no CUDA GPU is visible here; use --device cpu (or auto)")
         model.to(device).eval()
 
         if args.file:
