@@ -84,6 +84,8 @@ def cmd_train(args) -> int:
         with run.lock():  # before anything is written; refused while another process has the run
             return _resume(args, run)
     cfg = C.build_config(args.preset, args.config, args.set)  # invalid settings: refused before any write
+    if _secondary_rank() and args.name:  # data-parallel rank > 0: rank 0 creates the run and writes for all
+        return _train(args, _wait_for_run(store, args.name), cfg, resume=False)
     if not args.name:
         run = store.create(cfg, None)
         with run.lock():
@@ -105,6 +107,21 @@ def cmd_train(args) -> int:
             return _stopped_before_start(args, run)
         run.write_config(cfg)
         return _train(args, run, cfg, resume=False)
+
+
+def _secondary_rank() -> bool:
+    return int(os.environ.get("RANK") or 0) > 0
+
+
+def _wait_for_run(store, name: str, timeout: float = 120.0):
+    end = time.time() + timeout
+    while True:
+        try:
+            return store.get(name)
+        except RunError:
+            if time.time() > end:
+                raise
+            time.sleep(0.2)
 
 
 def _stopped_while_queued(run) -> bool:
@@ -158,7 +175,8 @@ def _make_trainer(args, run, cfg, resume: bool):
 def _train(args, run, cfg, resume: bool) -> int:
     import socket
 
-    run.set_status(pid=os.getpid(), host=socket.gethostname())  # a kill during setup is then seen as such
+    if not _secondary_rank():
+        run.set_status(pid=os.getpid(), host=socket.gethostname())  # a kill during setup is then seen as such
     try:
         trainer = _make_trainer(args, run, cfg, resume)
     except Exception as exc:  # noqa: BLE001 - setup errors (data, model) of a new run are recorded in it
