@@ -104,7 +104,7 @@ def can_stop(state: str) -> bool:
 
 
 def can_resume(state: str) -> bool:
-    return state in ("stopped", "interrupted", "failed")
+    return state in ("stopped", "interrupted", "failed", "damaged")
 
 
 def wait(run: Run, timeout: float = 300.0, poll: float = 0.5) -> dict:

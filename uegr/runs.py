@@ -119,7 +119,8 @@ def _lock(path: Path, timeout: float, reentrant: bool = False):
     the Trainer it starts can both take the run's lock; otherwise a fresh one that excludes other threads too."""
     from filelock import FileLock
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if reentrant:  # the run lock lives in runs/.locks/, made on first use; a status lock needs its run folder
+        path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path), thread_local=False, is_singleton=True) if reentrant else FileLock(str(path))
     lock.acquire(timeout=timeout)
     return lock
