@@ -10,7 +10,7 @@ import sys
 import time
 
 from . import config as C
-from .runs import RunError, RunStore
+from .runs import NAME_RE, RunError, RunStore
 
 EXAMPLES = """examples:
   uegr train --preset quick-demo
@@ -202,10 +202,11 @@ def _load_for_eval(args):
 
     store = RunStore(args.runs_dir)
     given = Path(args.run)
-    if (given / "status.json").is_file() and not (store.root / args.run).is_dir():
+    is_path = not NAME_RE.match(args.run) or not (store.root / args.run).is_dir()
+    if is_path and (given / "status.json").is_file():
         raise RunError(f"{args.run} is a run folder: give the run's name and its runs folder, e.g. "
                        f"`{given.name} --runs-dir {given.parent}`")
-    if (given / "config.json").is_file() and not (store.root / args.run).is_dir():
+    if is_path and (given / "config.json").is_file():
         run, folder, cfg = None, given, C.Config()  # a saved classifier folder, read only
     else:
         run = store.get(args.run)
@@ -396,6 +397,8 @@ def os_error_message(exc: OSError) -> str:
     what = (exc.strerror or str(exc)) + where
     if exc.errno == errno.ENOSPC:
         return f"{what}: the disk is full; free some space (or use --runs-dir on another disk), then resume"
+    if exc.errno == errno.ENOTDIR:
+        return f"{what}: part of that path is a file, not a folder; choose another --runs-dir"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{what}: the folder is not writable; fix its permissions or choose another --runs-dir"
     return f"{what}; check the file and the disk, then try again"

@@ -222,7 +222,7 @@ class Trainer:
                 self._fail(exc)
                 raise
         self._emit("on_train_end", state, error)
-        return {"state": state, "step": self.step, "best_score": self.best_score, **self.last_eval}
+        return {**self.last_eval, "state": state, "step": self.step, "best_score": self.best_score}  # eval has its own step
 
     def _fail(self, exc: Exception) -> None:
         self.error_trace = traceback.format_exc()
