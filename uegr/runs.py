@@ -253,6 +253,8 @@ class Run:
         except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
             raise RunError(f"{path} is damaged ({str(exc)[:160]}); restore it from a copy, or start a new "
                            "run with the same settings") from None
+        except OSError as exc:  # a folder in its place, no permission to read
+            raise RunError(f"{path} cannot be read ({exc.strerror}); restore the file from a copy") from None
 
     def write_config(self, cfg: Config) -> None:
         _atomic_write(self.path / "config.json", cfg.to_json())
@@ -267,6 +269,8 @@ class Run:
             raise RunError(f"{path} is missing") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise RunError(f"{path} is damaged ({str(exc)[:120]})") from None
+        except OSError as exc:
+            raise RunError(f"{path} cannot be read ({exc.strerror})") from None
         if not isinstance(st, dict) or st.get("state") not in STATES:
             raise RunError(f"{path} is damaged (no valid 'state')")
         return st
