@@ -40,8 +40,11 @@ def lab(tmp_path_factory):
     server = ForkServer(env)
     runs = root / "runs"
     assert server.run(BASE + ["--runs-dir", str(runs), "--name", "ref"], root / "ref.log") == 0
-    ref = {r["step"]: r["loss"] for r in RunStore(runs).get("ref").metrics("train")}
+    train = RunStore(runs).get("ref").metrics("train")
+    ref = {r["step"]: r["loss"] for r in train}
     assert sorted(ref) == list(range(1, STEPS + 1))
+    epochs = [r["epoch"] for r in train]  # the run crosses an epoch boundary, and skips no epoch there
+    assert epochs[-1] > 1 and len({round(b - a, 6) for a, b in zip(epochs, epochs[1:])}) == 1, epochs
     yield {"server": server, "root": root, "runs": runs, "ref": ref}
     server.close()
 
@@ -100,7 +103,7 @@ def kill(lab, pid: int) -> None:
 PHASES = [  # (phase, step): where inside a write the kill lands
     ("state_half_written", 4),  # new checkpoint folder half written (model done, trainer_state.pt half)
     ("before_link", 6),         # new folder complete and renamed, link not yet swapped: adopted on resume
-    ("before_drop", 6),         # link swapped, old folder not yet deleted
+    ("before_drop", 8),         # link swapped, old folder not yet deleted (and an epoch boundary)
     ("torn_metrics", 5),        # half a metrics line on disk
     ("torn_metrics", 1),        # killed before the first checkpoint: resume trains again from step 0
     ("status_write", 4),        # a status.json temp file written, not renamed (the write after an eval)

@@ -186,15 +186,18 @@ class Trainer:
         """(epoch, index-in-epoch, batch) from the current position; each rank gets its slice of the global batch."""
         b, world, rank = self.cfg.optim.batch_size, self.accelerator.num_processes, self.accelerator.process_index
         while True:
-            order = self.epoch_order(self.epoch)
+            epoch = self.epoch
+            order = self.epoch_order(epoch)
             for i in range(self.batch_in_epoch, self.steps_per_epoch):
                 rows = order[i * b * world:(i + 1) * b * world][rank * b:(rank + 1) * b]
                 if not rows:
                     rows = order[:b]
                 batch = self.collate([self.train_data[j] for j in rows])
                 yield i, {k: v.to(self.accelerator.device) for k, v in batch.items()}
-            self.epoch += 1
-            self.batch_in_epoch = 0
+            # The training loop advances the epoch after its last batch; advancing it again here skipped
+            # every other epoch's order, which a resume from an epoch boundary could not reproduce.
+            if self.epoch == epoch:
+                self.epoch, self.batch_in_epoch = epoch + 1, 0
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
