@@ -3,10 +3,12 @@
     runs/
       .locks/<name>.lock     flock held by the one process that trains <name>, for that process's whole
                              life (the kernel drops it when the process dies, even on kill -9: no stale lock)
+      .creating-<name>-*/    a run being created: it appears under <name> only complete (atomic rename)
       <name>/                a run name is a name (letters, digits, '-', '_', '.'), never a path
         config.json          the full Config (temp file, fsync, atomic rename)
         status.json          state, pid, host, heartbeat, step, error (read-modify-write under
                              .status.lock, then atomic rename); unreadable = the run is shown "damaged"
+                             (a resume rewrites it and keeps the old file as status.json.damaged-<time>)
         metrics.jsonl        append-only records: {"kind": "train"|"eval"|..., "step": ..., ...}
         metrics.discarded.jsonl  lines taken out of metrics.jsonl when a session starts: a torn last
                              line, and on resume the records logged after the checkpoint (they are
