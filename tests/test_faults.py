@@ -4,7 +4,7 @@ concurrent starts and resumes, torn and damaged files, read-only and full disks.
 After each fault the run must be readable, say why it stopped, resume to the same numbers as an
 uninterrupted run, and keep every line it wrote (in metrics.jsonl or metrics.discarded.jsonl).
 Training processes are forked from tests/faultkit.py's server (imports paid once). Random trials:
-UEGR_FAULT_TRIALS (default 4), seed UEGR_FAULT_SEED (default 0).
+UEGR_FAULT_TRIALS (default 3), seed UEGR_FAULT_SEED (default 0).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def test_kill_inside_a_write_then_resume(lab, phase, step):
 
 def test_kill_at_random_moments_then_resume(lab):
     """Random kill times over slowed-down checkpoint writes (so many kills land inside one)."""
-    trials = int(os.environ.get("UEGR_FAULT_TRIALS", "4"))
+    trials = int(os.environ.get("UEGR_FAULT_TRIALS", "3"))
     rng = random.Random(int(os.environ.get("UEGR_FAULT_SEED", "0")))
     outcomes = []
     for i in range(trials):
