@@ -78,6 +78,7 @@ def cmd_train(args) -> int:
             run.write_config(cfg)
     else:
         cfg = C.build_config(args.preset, args.config, args.set)
+        _precheck(cfg)
         if args.name:
             try:
                 existing = store.get(args.name)
@@ -105,6 +106,15 @@ def cmd_train(args) -> int:
         _print(out, args.json, f"run {run.name}: {result['state']} at step {result['step']}, "
                                f"best validation accuracy {result.get('best_score')}")
     return 0 if result["state"] in ("completed", "stopped") else 1
+
+
+def _precheck(cfg) -> None:
+    """Refuse what the config alone shows to be unusable, before a run folder is made for it."""
+    from .data import check_settings_used
+    from .models import check_max_length, config_position_limit
+
+    check_settings_used(cfg.data)
+    check_max_length(cfg.data.max_length, config_position_limit(cfg.model), cfg.model.name)
 
 
 def _load_for_eval(args):

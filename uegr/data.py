@@ -597,6 +597,9 @@ class Encoded(torch.utils.data.Dataset):
     """A tokenised split; items are dicts of python lists, padded later by `collate`."""
 
     def __init__(self, split: Split, tokenizer, max_length: int):
+        limit = getattr(tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and 0 < limit < max_length:
+            max_length = limit  # never past the tokenizer's (the model's) own limit
         enc = tokenizer(split.texts, split.pairs, truncation=True, max_length=max_length)
         self.features = [{k: enc[k][i] for k in enc.keys()} for i in range(len(split))]
         for f, y in zip(self.features, split.labels):

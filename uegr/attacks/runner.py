@@ -37,7 +37,9 @@ class ModelWrapper:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.max_length = max_length
+        from ..models import clamp_length
+
+        self.max_length = clamp_length(max_length, model, tokenizer)  # long inputs truncated to the model's limit
 
     @torch.no_grad()
     def __call__(self, text_input_list, **kwargs):
