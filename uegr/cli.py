@@ -141,6 +141,8 @@ def cmd_eval(args) -> int:
     from .data import load_dataset, read_records, records_to_split
     from .trainer import evaluate_model
 
+    if not 1 <= args.batch_size <= 8192:
+        raise RunError(f"--batch-size={args.batch_size} is out of range: use 1 to 8192")
     run, cfg, model, tok = _load_for_eval(args)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if args.file:

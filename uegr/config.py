@@ -317,8 +317,10 @@ def _parse_error(exc: Exception) -> str:
     """One line from a YAML or JSON parser error (YAML's own text spans several lines)."""
     mark = getattr(exc, "problem_mark", None)
     if mark is not None:
-        problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or type(exc).__name__
-        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        where = f" ({context} opened on line {cmark.line + 1})" if context and cmark is not None else ""
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}{where}"
     return " ".join(str(exc).split())
 
 

@@ -569,10 +569,12 @@ def load_dataset(cfg: DataConfig) -> TextDataset:
 def check_splits(ds: TextDataset, cfg: DataConfig) -> None:
     """Refuse data a classifier cannot learn from or be scored on: one class, or an empty split."""
     train = ds.splits.get("train")
-    classes = sorted(set(train.labels)) if train is not None else []
+    cut = f" after data.max_train_examples={cfg.max_train_examples}" if cfg.max_train_examples else ""
+    if train is None or len(train) == 0:
+        raise DataError(f"{ds.name}: the training split is empty{cut}; give more training rows.")
+    classes = sorted(set(train.labels))
     if len(classes) < 2:
-        only = ds.label_names[classes[0]] if classes and classes[0] < len(ds.label_names) else classes
-        cut = f" after data.max_train_examples={cfg.max_train_examples}" if cfg.max_train_examples else ""
+        only = ds.label_names[classes[0]] if classes[0] < len(ds.label_names) else classes[0]
         raise DataError(f"{ds.name}: the training data has a single class ({only!r}){cut}; a classifier needs "
                         "examples of at least two classes.")
     for name, split in ds.splits.items():

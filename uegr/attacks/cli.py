@@ -113,9 +113,6 @@ def cmd_attack(args) -> int:
         recipe = get_recipe(args.recipe)
     except AttackError as exc:
         return _err(str(exc))
-    ok, reason = recipe.available()
-    if not ok:
-        return _err(f"recipe {args.recipe!r} is unavailable here: {reason}")
     if not 0 <= args.num_examples <= MAX_EXAMPLES:
         return _err(f"--num-examples={args.num_examples} is out of range: use 0 (all, at most {MAX_EXAMPLES}) "
                     f"to {MAX_EXAMPLES}")
@@ -132,6 +129,9 @@ def cmd_attack(args) -> int:
 
         if not torch.cuda.is_available():
             return _err(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
+    ok, reason = recipe.available()
+    if not ok:
+        return _err(f"recipe {args.recipe!r} is unavailable here: {reason}")
 
     from ..config import DataConfig
     from ..data import DataError, load_dataset, read_records, records_to_split
