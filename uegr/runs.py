@@ -9,7 +9,8 @@
       checkpoints/last/    model.safetensors + tokenizer + labels + trainer_state.pt
       checkpoints/best/    best validation score
       saliency/            step_XXXXXXX.json (per-tensor summaries) + .safetensors (downsampled maps)
-      analyses/            attack/landscape results (one JSON per analysis) and their job folders
+      analyses/            attack/landscape/eval results: <name>.json = the latest of each kind, plus their
+                           job folders; analyses/history/<name>/<time>-<id>.json keeps every result
 """
 
 from __future__ import annotations
