@@ -234,9 +234,9 @@ class Run:
         return path
 
     def history_dir(self, name: str) -> Path:
-        if not NAME_RE.match(name):
-            raise RunError(f"analysis name {name!r} is not allowed: use letters, digits, '-', '_' or '.'")
-        return self.analyses_dir / "history" / name
+        # One folder name per analysis, whatever characters it has (eval tags come from file names).
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".")[:120] or "_"
+        return self.analyses_dir / "history" / safe
 
     def _archive(self, name: str, text: str, when: float) -> Path:
         hist = self.history_dir(name)
