@@ -358,7 +358,7 @@ def newest_kind(res: dict[str, dict[str, dict]]) -> str | None:
 
 def show(x, fmt: str = "{:.4g}") -> str:
     """A table cell: a formatted number, the text as is, or '—' for missing (never a literal 'None')."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if x is None or x == "" or (isinstance(x, float) and math.isnan(x)):
         return "—"
     if isinstance(x, bool):
         return "yes" if x else "no"

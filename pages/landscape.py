@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from app import common
@@ -173,12 +172,10 @@ with st.expander(f"History: {n_saved} saved result(s); the newest of each kind i
             picks[n][kind] = picked
 res = {r.name: lv.results(r, picks[r.name]) for r in chosen}
 rows = [lv.summary_row(r, method_of.get(r.name), res[r.name]) for r in chosen]
-num_cols = ("loss", "1-D max rise", "2-D max rise", "interp barrier", "top eigenvalue", "Hessian trace",
-            "SAM sharpness", "ε-sharpness")
-table = pd.DataFrame(rows)
-st.dataframe(table.style.format(lambda v: lv.show(v), subset=list(num_cols), na_rep="—")
-             .format(lambda v: lv.show(v), subset=[c for c in table.columns if c not in num_cols]),
-             hide_index=True, width="stretch", key="ls_table")
+# Cells as text: the grid prints a missing number as a literal "None" whatever the format, so a dash
+# stands in for it; numbers keep 4 significant digits.
+st.dataframe([{k: lv.show(v) for k, v in row.items()} for row in rows], hide_index=True, width="stretch",
+             key="ls_table")
 sizes = {row["loss on"].split(" (")[0] for row in rows if row["loss on"]}
 if len(sizes) > 1:
     st.warning(f"The loss column comes from probes on different data ({', '.join(sorted(sizes))}): compare "
@@ -246,9 +243,9 @@ with tab4:
             continue
         sam, eps = s.get("sam") or {}, s.get("eps") or {}
         trace = h.get("trace")
-        detail.append({"run": n, "eigenvalues": ", ".join(lv.show(v) for v in h.get("eigenvalues") or []),
-                       "iterations": ", ".join(str(i) for i in h.get("iterations") or []),
-                       "converged": ", ".join("yes" if c else "no" for c in h.get("converged") or []),
+        detail.append({"run": n, "eigenvalues": ", ".join(lv.show(v) for v in h.get("eigenvalues") or []) or None,
+                       "iterations": ", ".join(str(i) for i in h.get("iterations") or []) or None,
+                       "converged": ", ".join("yes" if c else "no" for c in h.get("converged") or []) or None,
                        "trace": (f"{trace:.4g} ± {lv.show(h.get('trace_stderr'), '{:.2g}')}"
                                  if isinstance(trace, float) else lv.show(trace)),
                        "trace samples": h.get("trace_samples"), "Hessian on": lv.size_label(h) if h else None,
