@@ -276,3 +276,19 @@ def test_analysis_history_never_overwrites(tmp_path):
     assert [h["accuracy"] for h in run.analysis_history("eval-legacy")] == [0.1]
     run.write_analysis("eval-legacy", {"accuracy": 0.2})
     assert [h["accuracy"] for h in run.analysis_history("eval-legacy")] == [0.2, 0.1]
+
+
+def test_every_float_field_refuses_nan_and_infinity():
+    import dataclasses
+
+    from uegr.config import SECTIONS, Config, ConfigError, set_field, validate
+
+    floats = [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls) if str(f.type) == "float"]
+    assert len(floats) >= 20
+    for dotted in floats:
+        for bad in ("nan", "inf", "-inf"):
+            cfg = Config()
+            set_field(cfg, dotted, bad)
+            with pytest.raises(ConfigError) as err:
+                validate(cfg)
+            assert err.value.field == dotted and "finite" in str(err.value)
