@@ -121,6 +121,8 @@ CASES = [
     ("unused-text-column", f"{TRAIN} --set data.text_column=review", "data.text_column"),
     ("unused-label-names", f"{TRAIN} --set data.label_names=a,b", "data.label_names"),
     ("unused-data-dir", f"{TRAIN} --set data.data_dir={{d}}", "data.data_dir"),
+    ("unused-validation-fraction", f"{TRAIN} --set data.source=sst2 --set data.validation_fraction=0.2",
+     "data.validation_fraction"),
     ("two-train-files", f"{TRAIN} --set data.source={{d}}/ok.csv --set data.train_file={{d}}/case.csv",
      "data.train_file"),
     # ---- predict / eval

@@ -52,6 +52,7 @@ class TextDataset:
     label_names: list[str]
     splits: dict[str, Split] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)  # things changed on the way in (e.g. re-indexed labels)
+    validation_split_off: bool = False  # the validation split was cut from train (data.validation_fraction)
 
     @property
     def num_labels(self) -> int:
@@ -113,6 +114,7 @@ def _split_off_validation(ds: TextDataset, cfg: DataConfig) -> None:
     train = ds.splits["train"]
     keep, val = stratified_split(train.labels, (1 - cfg.validation_fraction, cfg.validation_fraction), cfg.split_seed)
     ds.splits["train"], ds.splits["validation"] = train.take(keep), train.take(val)
+    ds.validation_split_off = True
 
 
 def _from_rows(name: str, rows: list[tuple[str, int]], seed: int,
@@ -554,6 +556,9 @@ def load_dataset(cfg: DataConfig) -> TextDataset:
                         f"labels are {ds.label_names}; clear data.label_names.")
     if "train" not in ds.splits or len(ds.splits["train"]) == 0:
         raise DataError(f"{ds.name}: no training rows found.")
+    if not ds.validation_split_off and cfg.validation_fraction != DataConfig().validation_fraction:
+        raise DataError(f"data.validation_fraction={cfg.validation_fraction} is not used: {ds.name} has its own "
+                        f"validation split; reset it to {DataConfig().validation_fraction}.")
     if cfg.max_train_examples:
         ds.splits["train"] = _subsample(ds.splits["train"], cfg.max_train_examples, cfg.split_seed)
     if cfg.max_eval_examples:
