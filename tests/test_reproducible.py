@@ -76,16 +76,22 @@ def test_attack_is_reproducible_with_numpy_disturbed(tmp_path, sst2_sentences, t
     assert any(r["perturbed_text"] != r["original_text"] for r in out[0]), "no edit was drawn: nothing compared"
 
 
-@pytest.mark.parametrize("kind,settings", [("slice1d", {"points": 3, "examples": 16}),
-                                           ("hessian", {"iters": 2, "samples": 2, "examples": 8}),
-                                           ("sharpness", {"examples": 16, "steps": 2})])
-def test_landscape_probe_is_reproducible(two_runs, kind, settings):
+@pytest.fixture(scope="module")
+def probe_target(two_runs):
     from uegr.data import load_dataset
-    from uegr.landscape import probe_run
     from uegr.runs import RunStore
 
     run = RunStore(two_runs).get("first")
-    split = load_dataset(run.config().data).splits["validation"]
+    return run, load_dataset(run.config().data).splits["validation"]
+
+
+@pytest.mark.parametrize("kind,settings", [("slice1d", {"points": 3, "examples": 16}),
+                                           ("hessian", {"iters": 2, "samples": 2, "examples": 8, "params": "encoder"}),
+                                           ("sharpness", {"examples": 8, "steps": 1})])
+def test_landscape_probe_is_reproducible(probe_target, kind, settings):
+    from uegr.landscape import probe_run
+
+    run, split = probe_target
     out = []
     for disturb in (5, 6):
         _disturb(disturb)
