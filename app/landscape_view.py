@@ -2,7 +2,8 @@
 
 One probe job per (run, kind), kept next to the result the CLI writes:
 
-    runs/<run>/analyses/landscape-<kind>.json   the result (written by the CLI when it ends, also when stopped)
+    runs/<run>/analyses/landscape-<kind>.json   the latest result (written by the CLI when it ends, also when stopped)
+    runs/<run>/analyses/history/landscape-<kind>/<time>-<id>.json   every result, never overwritten (`history`)
     runs/<run>/analyses/landscape-<kind>.job    pid, command, settings, estimate, started (written here)
     runs/<run>/analyses/landscape-<kind>.log    the CLI's stdout/stderr (tqdm progress included)
     runs/<run>/analyses/landscape-<kind>.stop   Stop = this file appears; the CLI saves partial results and exits
