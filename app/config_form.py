@@ -8,6 +8,8 @@ that are not rendered). `collect()` turns the widget values into a validated Con
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -281,18 +283,24 @@ def sanitise_name(name: str) -> str:
 
 
 def save_upload(name: str, data: bytes, uploads: Path) -> Path:
-    """Write an uploaded file under the runs folder's _uploads/ only. Raises ValueError when refused."""
+    """Write an uploaded file under the runs folder's _uploads/ only, content-addressed:
+    _uploads/<sha256 prefix>/<sanitised name>. A re-upload under the same name with other bytes lands in
+    another folder, so the data a run was trained (and is later evaluated) on never changes under it.
+    Raises ValueError when refused."""
     if len(data) > MAX_UPLOAD_BYTES:
         raise ValueError(f"the file is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
     safe = sanitise_name(name)
     if not safe.endswith(UPLOAD_SUFFIXES):
         raise ValueError(f"{name!r}: only {', '.join(UPLOAD_SUFFIXES)} files are accepted")
-    uploads.mkdir(parents=True, exist_ok=True)
-    target = (uploads / safe).resolve()
-    if target.parent != uploads.resolve():
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    folder = uploads / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    target = (folder / safe).resolve()
+    if target.parent != folder.resolve() or uploads.resolve() not in target.parents:
         raise ValueError(f"refusing to write {target} outside {uploads}")
-    if not target.is_file() or target.read_bytes() != data:
-        tmp = target.with_name(f".{target.name}.tmp")
+    if not target.is_file() or hashlib.sha256(target.read_bytes()).hexdigest()[:16] != digest:
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         tmp.write_bytes(data)
+        tmp.chmod(0o444)  # content-addressed: never edited in place
         tmp.replace(target)
     return target

@@ -2,7 +2,8 @@
 
 One probe job per (run, kind), kept next to the result the CLI writes:
 
-    runs/<run>/analyses/landscape-<kind>.json   the result (written by the CLI when it ends, also when stopped)
+    runs/<run>/analyses/landscape-<kind>.json   the latest result (written by the CLI when it ends, also when stopped)
+    runs/<run>/analyses/history/landscape-<kind>/<time>-<id>.json   every result, never overwritten (`history`)
     runs/<run>/analyses/landscape-<kind>.job    pid, command, settings, estimate, started (written here)
     runs/<run>/analyses/landscape-<kind>.log    the CLI's stdout/stderr (tqdm progress included)
     runs/<run>/analyses/landscape-<kind>.stop   Stop = this file appears; the CLI saves partial results and exits
@@ -313,10 +314,58 @@ def wait(run: Run, kind: str, timeout: float = 300.0, poll: float = 0.5) -> dict
 
 
 # ------------------------------------------------------------------------------------- results
-def results(run: Run) -> dict[str, dict]:
-    """{kind: saved record} of the run's landscape probes."""
-    return {name[len("landscape-"):]: rec for name, rec in run.analyses("landscape-").items()
-            if name[len("landscape-"):] in KINDS}
+def results(run: Run, picks: dict[str, str] | None = None) -> dict[str, dict]:
+    """{kind: saved record} of the run's landscape probes: the latest of each kind, or for a kind in
+    `picks` the result with that history id (see `history`)."""
+    out = {name[len("landscape-"):]: rec for name, rec in run.analyses("landscape-").items()
+           if name[len("landscape-"):] in KINDS}
+    for kind, hid in (picks or {}).items():
+        hit = next((r for r in history(run, kind) if r.get("history_id") == hid), None)
+        if hit is not None:
+            out[kind] = hit
+    return out
+
+
+def history(run: Run, kind: str) -> list[dict]:
+    """Every saved result of one probe kind for a run, newest first (each with a "history_id")."""
+    _check_kind(kind)
+    return run.analysis_history(f"landscape-{kind}")
+
+
+def size_label(rec: dict) -> str:
+    """'256 validation ex.': what a probe's losses were computed on."""
+    s = rec.get("settings") or {}
+    return f"{rec.get('n_examples', s.get('examples', '?'))} {s.get('split', '?')} ex."
+
+
+def history_label(rec: dict) -> str:
+    """One line per saved result for the history selector: time, size, seed and the kind's own knobs."""
+    s = rec.get("settings") or {}
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec["created"])) if rec.get("created") else "earlier"
+    knobs = ", ".join(f"{k} {s[k]}" for k in USED.get(rec.get("kind", ""), ()) if k in s)
+    bits = [when, size_label(rec), f"seed {s.get('seed', '?')}"] + ([knobs] if knobs else [])
+    return " · ".join(bits) + (" · partial" if rec.get("stopped") else "")
+
+
+TABS = {"slice1d": "1-D slices", "slice2d": "2-D slice", "interp": "Interpolation", "hessian": "Hessian & sharpness",
+        "sharpness": "Hessian & sharpness"}
+
+
+def newest_kind(res: dict[str, dict[str, dict]]) -> str | None:
+    """Kind of the most recently created result among {run: {kind: record}} (its tab opens first)."""
+    best = max(((rec.get("created") or 0, kind) for per in res.values() for kind, rec in per.items()), default=None)
+    return best[1] if best else None
+
+
+def show(x, fmt: str = "{:.4g}") -> str:
+    """A table cell: a formatted number, the text as is, or '—' for missing (never a literal 'None')."""
+    if x is None or x == "" or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int | float):
+        return fmt.format(x)
+    return str(x)
 
 
 def _num(x) -> float | None:
@@ -348,28 +397,33 @@ def interp_barrier(rec: dict) -> float | None:
 
 
 def last_timing(run: Run, kind: str) -> dict | None:
-    """{'seconds', 'estimated_seconds'} of the run's saved probe of this kind (probing only), or None."""
+    """{'seconds', 'estimated_seconds'} of the run's latest saved probe of this kind (probing only), or None."""
     rec = results(run).get(kind)
     if not rec or rec.get("seconds") is None:
         return None
     return {"seconds": float(rec["seconds"]), "estimated_seconds": _num(rec.get("estimated_seconds"))}
 
 
-def summary_row(run: Run, method: str | None = None) -> dict:
-    """One table row: loss at the checkpoint, slice rises, top eigenvalue, trace, SAM and ε-sharpness."""
-    res = results(run)
+def summary_row(run: Run, method: str | None = None, res: dict[str, dict] | None = None) -> dict:
+    """One table row: loss at the checkpoint (and what it was computed on), slice rises, top eigenvalue,
+    trace, SAM and ε-sharpness. res: {kind: record} to show (default: the latest of each kind)."""
+    res = results(run) if res is None else res
     s1, s2, it = res.get("slice1d") or {}, res.get("slice2d") or {}, res.get("interp") or {}
     h, sh = res.get("hessian") or {}, res.get("sharpness") or {}
-    loss = next((_num(r.get("loss")) for r in (s1, s2, h, it) if _num(r.get("loss")) is not None), None)
-    if loss is None:
-        loss = _num((sh.get("sam") or {}).get("loss"))
+    loss, loss_on = None, None
+    for kind, r in (("slice1d", s1), ("slice2d", s2), ("hessian", h), ("interp", it)):
+        if _num(r.get("loss")) is not None:
+            loss, loss_on = _num(r["loss"]), f"{size_label(r)} ({kind})"
+            break
+    if loss is None and _num((sh.get("sam") or {}).get("loss")) is not None:
+        loss, loss_on = _num(sh["sam"]["loss"]), f"{size_label(sh)} (sharpness)"
     eig = h.get("eigenvalues") or []
     g2 = _grid_max(s2.get("losses"))
     sam, eps = sh.get("sam") or {}, sh.get("eps") or {}
     stopped = [k for k, r in res.items() if r.get("stopped")]
     return {
         "run": run.name, "method": method if method is not None else run.summary()["method"],
-        "loss": loss,
+        "loss": loss, "loss on": loss_on,
         "1-D max rise": _num(s1.get("max_increase")),
         "2-D max rise": (g2 - _num(s2["loss"])) if g2 is not None and _num(s2.get("loss")) is not None else None,
         "interp barrier": interp_barrier(it) if it else None,

@@ -11,7 +11,8 @@ from uegr.landscape import KINDS
 st.title("Loss landscape")
 st.caption("How flat is the minimum each run found? Probes run `uegr landscape` in the background on a run's "
            "best checkpoint (dropout off, float32, a fixed seeded subset of a split) and save their result in "
-           "the run's `analyses/` folder; a new probe of the same kind replaces the saved one when it ends.")
+           "the run's `analyses/` folder. Every result is kept: the newest of each kind is shown, earlier ones "
+           "can be picked under History.")
 common.show_flash()
 
 store = common.store()
@@ -141,21 +142,69 @@ _progress()
 
 # ====================================================================== results
 st.header("Results", divider="gray")
-res = {r.name: lv.results(r) for r in chosen}
-rows = [lv.summary_row(r, method_of.get(r.name)) for r in chosen]
-num_cols = ("loss", "1-D max rise", "2-D max rise", "interp barrier", "top eigenvalue", "Hessian trace",
-            "SAM sharpness", "ε-sharpness")
-st.dataframe(rows, hide_index=True, width="stretch", key="ls_table",
-             column_config={k: st.column_config.NumberColumn(format="%.4g") for k in num_cols})
+running = {}  # run -> kinds with a probe running now
+for j in jobs:
+    if j["state"] in ("running", "stopping"):
+        running.setdefault(j["run"], []).append(j["kind"])
+
+
+def _waiting(names: list[str], kind: str) -> tuple[list[str], list[str]]:
+    """(runs with a probe of this kind running, runs with none)."""
+    busy = [n for n in names if kind in running.get(n, [])]
+    return busy, [n for n in names if n not in busy]
+
+
+hist = {r.name: {k: lv.history(r, k) for k in KINDS} for r in chosen}
+n_saved = sum(len(v) for per in hist.values() for v in per.values())
+picks: dict[str, dict[str, str]] = {r.name: {} for r in chosen}
+with st.expander(f"History: {n_saved} saved result(s); the newest of each kind is shown", icon=":material/history:"):
+    st.caption("No probe overwrites another: pick an earlier result of a kind to show it in the table and charts.")
+    for kind in KINDS:
+        owners = [n for n in chosen_names if hist[n][kind]]
+        if not owners:
+            continue
+        cols = st.columns(min(len(owners), 3))
+        for i, n in enumerate(owners):
+            entries = hist[n][kind]
+            picked = cols[i % len(cols)].selectbox(
+                f"{n} · {kind} ({len(entries)})", [e["history_id"] for e in entries], key=f"ls_hist.{n}.{kind}",
+                format_func=lambda h, es=entries: lv.history_label(next(e for e in es if e["history_id"] == h)))
+            picks[n][kind] = picked
+res = {r.name: lv.results(r, picks[r.name]) for r in chosen}
+rows = [lv.summary_row(r, method_of.get(r.name), res[r.name]) for r in chosen]
+# Cells as text: the grid prints a missing number as a literal "None" whatever the format, so a dash
+# stands in for it; numbers keep 4 significant digits.
+st.dataframe([{k: lv.show(v) for k, v in row.items()} for row in rows], hide_index=True, width="stretch",
+             key="ls_table")
+sizes = {row["loss on"].split(" (")[0] for row in rows if row["loss on"]}
+if len(sizes) > 1:
+    st.warning(f"The loss column comes from probes on different data ({', '.join(sorted(sizes))}): compare "
+               "losses only between rows with the same 'loss on'.", icon=":material/warning:")
 st.caption("Smaller = flatter. Max rise: highest loss on the slice minus the loss at the checkpoint. "
            "Interp barrier: highest loss between the two ends above the higher end. Top eigenvalue and trace "
            "of the Hessian (power iteration, Hutchinson; ± and convergence in the last tab); SAM sharpness = L(θ+ρ·g/‖g‖) − L(θ); ε-sharpness "
            "(Keskar et al.) in % of 1 + L(θ). Compare runs only at equal settings.")
 for r in chosen:
     if not res[r.name]:
-        st.info(f"No probes yet for **{r.name}** — start one above.", icon=":material/landscape:")
+        if r.name in running:
+            st.info(f"A {', '.join(running[r.name])} probe of **{r.name}** is running; its result appears here "
+                    "when it ends.", icon=":material/hourglass_top:")
+        else:
+            st.info(f"No probes yet for **{r.name}** — start one above.", icon=":material/landscape:")
 
-tab1, tab2, tab3, tab4 = st.tabs(["1-D slices", "2-D slice", "Interpolation", "Hessian & sharpness"])
+
+def _missing(names: list[str], kind: str, noun: str, hint: str) -> None:
+    busy, idle = _waiting(names, kind)
+    if busy:
+        st.info(f"The {noun} of {', '.join(busy)} is running; it appears here when it ends.",
+                icon=":material/hourglass_top:")
+    if idle:
+        st.info(f"No {noun} yet for {', '.join(idle)} — start one above ({hint}).")
+
+
+tab_names = ["1-D slices", "2-D slice", "Interpolation", "Hessian & sharpness"]
+newest = lv.newest_kind({n: {k: v[0] for k, v in per.items() if v} for n, per in hist.items()})
+tab1, tab2, tab3, tab4 = st.tabs(tab_names, default=lv.TABS.get(newest, tab_names[0]))
 with tab1:
     recs = {n: v["slice1d"] for n, v in res.items() if "slice1d" in v}
     if recs:
@@ -163,12 +212,10 @@ with tab1:
         st.plotly_chart(lv.slice1d_figure(recs, rel), key="ls_fig_1d")
         for n, rec in recs.items():
             st.caption(f"{n}: {lv.settings_caption(rec)}, span ±{rec['settings'].get('span')}")
-        if len({(rec["settings"].get("seed"), rec["settings"].get("span"), rec["settings"].get("params"))
-                for rec in recs.values()}) > 1:
-            st.warning("These slices used different seeds, spans or parameter sets: compare with care.")
-    missing = [n for n in chosen_names if n not in recs]
-    if missing:
-        st.info(f"No 1-D slice yet for {', '.join(missing)} — start one above (probe: 1-D random slice).")
+        if len({(rec["settings"].get("seed"), rec["settings"].get("span"), rec["settings"].get("params"),
+                 rec.get("n_examples")) for rec in recs.values()}) > 1:
+            st.warning("These slices used different seeds, spans, parameter sets or example counts: compare with care.")
+    _missing([n for n in chosen_names if n not in recs], "slice1d", "1-D slice", "probe: 1-D random slice")
 with tab2:
     have2 = [n for n in chosen_names if "slice2d" in res[n]]
     if have2:
@@ -179,19 +226,15 @@ with tab2:
         c2.plotly_chart(lv.surface_figure(rec, pick), key="ls_fig_surface")
         st.caption(f"{pick}: {lv.settings_caption(rec)}, {len(rec.get('alphas') or [])}² grid, "
                    f"span ±{rec['settings'].get('span')}; the red × is the checkpoint.")
-    missing = [n for n in chosen_names if n not in have2]
-    if missing:
-        st.info(f"No 2-D slice yet for {', '.join(missing)} — start one above (probe: 2-D random slice).")
+    _missing([n for n in chosen_names if n not in have2], "slice2d", "2-D slice", "probe: 2-D random slice")
 with tab3:
     recs = {n: v["interp"] for n, v in res.items() if "interp" in v}
     if recs:
         st.plotly_chart(lv.interp_figure(recs), key="ls_fig_interp")
         for n, rec in recs.items():
             st.caption(f"{n} → {rec.get('other', '?')}: {lv.settings_caption(rec)}")
-    missing = [n for n in chosen_names if n not in recs]
-    if missing:
-        st.info(f"No interpolation yet for {', '.join(missing)} — start one above (probe: interpolation; "
-                "the other end may be another run or the pretrained model).")
+    _missing([n for n in chosen_names if n not in recs], "interp", "interpolation",
+             "probe: interpolation; the other end may be another run or the pretrained model")
 with tab4:
     detail = []
     for n in chosen_names:
@@ -199,20 +242,22 @@ with tab4:
         if not h and not s:
             continue
         sam, eps = s.get("sam") or {}, s.get("eps") or {}
-        detail.append({"run": n, "eigenvalues": ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v)
-                                                          for v in h.get("eigenvalues") or []),
-                       "iterations": ", ".join(str(i) for i in h.get("iterations") or []),
-                       "converged": ", ".join("yes" if c else "no" for c in h.get("converged") or []),
-                       "trace": (f"{h['trace']:.4g} ± {h['trace_stderr']:.2g}"
-                                 if isinstance(h.get("trace"), float) and isinstance(h.get("trace_stderr"), float)
-                                 else h.get("trace")),
-                       "trace samples": h.get("trace_samples"), "SAM ρ": sam.get("rho"), "SAM loss → perturbed":
+        trace = h.get("trace")
+        detail.append({"run": n, "eigenvalues": ", ".join(lv.show(v) for v in h.get("eigenvalues") or []) or None,
+                       "iterations": ", ".join(str(i) for i in h.get("iterations") or []) or None,
+                       "converged": ", ".join("yes" if c else "no" for c in h.get("converged") or []) or None,
+                       "trace": (f"{trace:.4g} ± {lv.show(h.get('trace_stderr'), '{:.2g}')}"
+                                 if isinstance(trace, float) else lv.show(trace)),
+                       "trace samples": h.get("trace_samples"), "Hessian on": lv.size_label(h) if h else None,
+                       "SAM ρ": sam.get("rho"), "SAM loss → perturbed":
                        (f"{sam['loss']:.4f} → {sam['loss_perturbed']:.4f}" if "loss_perturbed" in sam else None),
                        "grad norm": sam.get("grad_norm"), "ε": eps.get("eps"), "ε max loss": eps.get("max_loss"),
-                       "examples": (h or s).get("n_examples"), "seconds": (h.get("seconds") or 0) +
-                       (s.get("seconds") or 0)})
+                       "sharpness on": lv.size_label(s) if s else None,
+                       "seconds": (h.get("seconds") or 0) + (s.get("seconds") or 0)})
     if detail:
-        st.dataframe(detail, hide_index=True, width="stretch", key="ls_detail")
-    missing = [n for n in chosen_names if not (res[n].get("hessian") or res[n].get("sharpness"))]
-    if missing:
-        st.info(f"No Hessian or sharpness probe yet for {', '.join(missing)} — start one above.")
+        st.dataframe([{k: lv.show(v) if k != "run" else v for k, v in row.items()} for row in detail],
+                     hide_index=True, width="stretch", key="ls_detail")
+    _missing([n for n in chosen_names if not res[n].get("hessian")], "hessian", "Hessian probe",
+             "probe: Hessian")
+    _missing([n for n in chosen_names if not res[n].get("sharpness")], "sharpness", "sharpness probe",
+             "probe: sharpness")

@@ -114,7 +114,7 @@ def test_start_creates_run_listed_in_runs(home, monkeypatch):
 def test_upload_is_saved_only_under_runs(tmp_path):
     up = tmp_path / "runs" / "_uploads"
     p = F.save_upload("../../etc/evil name.CSV", b"text,label\nhi,1\n", up)
-    assert p.parent == up.resolve() and p.name == "evil_name.csv"
+    assert p.parent.parent == up.resolve() and p.name == "evil_name.csv"  # _uploads/<content hash>/name
     with pytest.raises(ValueError):
         F.save_upload("x.exe", b"1", up)
     with pytest.raises(ValueError):

@@ -90,12 +90,13 @@ def test_page_shows_real_probe_numbers(home):
     for name in RUNS:
         res = lv.results(home["store"].get(name))
         assert set(res) >= {"slice1d", "slice2d", "hessian", "sharpness"}
-        assert df.loc[name, "top eigenvalue"] == pytest.approx(res["hessian"]["eigenvalues"][0])
-        assert df.loc[name, "Hessian trace"] == pytest.approx(res["hessian"]["trace"])
-        assert df.loc[name, "SAM sharpness"] == pytest.approx(res["sharpness"]["sam"]["sharpness"])
-        assert df.loc[name, "ε-sharpness"] == pytest.approx(res["sharpness"]["eps"]["sharpness"])
-        assert df.loc[name, "1-D max rise"] == pytest.approx(res["slice1d"]["max_increase"])
-    assert df.loc[RUNS[0], "interp barrier"] is not None
+        assert df.loc[name, "top eigenvalue"] == lv.show(res["hessian"]["eigenvalues"][0])
+        assert df.loc[name, "Hessian trace"] == lv.show(res["hessian"]["trace"])
+        assert df.loc[name, "SAM sharpness"] == lv.show(res["sharpness"]["sam"]["sharpness"])
+        assert df.loc[name, "ε-sharpness"] == lv.show(res["sharpness"]["eps"]["sharpness"])
+        assert df.loc[name, "1-D max rise"] == lv.show(res["slice1d"]["max_increase"])
+    assert float(df.loc[RUNS[0], "interp barrier"]) == pytest.approx(
+        lv.interp_barrier(lv.results(home["store"].get(RUNS[0]))["interp"]), rel=1e-3)
     charts = at.get("plotly_chart")
     assert len(charts) == 4  # 1-D overlay, contour, surface, interpolation
     assert "No interpolation yet for tiny-vanilla" in _infos(at)
@@ -172,3 +173,91 @@ def test_interp_barrier_and_calibration():
     assert lv.interp_barrier({"loss": 1.0, "alphas": [0.0, 0.5], "losses": [1.0, 1.2]}) is None  # stopped early
     assert lv.calibration([None, {"seconds": 4.0, "estimated_seconds": 0.2}]) == pytest.approx(20.0)
     assert lv.calibration([None]) is None
+
+
+# ---------------------------------------------------------------- history, table cells, running state, tabs
+def _tabs_default(at: AppTest) -> str | None:
+    """The label of the tab the page opens on (the tab container's default)."""
+    stack = [at._tree]
+    while stack:
+        node = stack.pop()
+        if getattr(node, "type", None) == "tab_container":
+            tc = node.proto.tab_container
+            labels = [c.label for c in node.children.values()]
+            return tc.default_tab_label or labels[tc.default_tab_index]
+        stack.extend(getattr(node, "children", {}).values())
+    return None
+
+
+def test_history_keeps_every_probe_and_the_selector_shows_an_earlier_one(home):
+    from uegr.cli import main
+
+    run = home["store"].get(RUNS[0])
+    before = lv.history(run, "slice1d")
+    assert main(["landscape", RUNS[0], "--examples", "8", "--no-progress", "--runs-dir", str(home["home"]),
+                 "--kind", "slice1d", "--points", "3", "--span", "0.25"]) == 0
+    after = lv.history(run, "slice1d")
+    assert len(after) == len(before) + 1  # the earlier result is kept, not replaced
+    newest, older = after[0], after[1]
+    assert newest["settings"]["points"] == 3 and older["settings"]["points"] == 5
+    assert lv.results(run)["slice1d"]["settings"]["points"] == 3  # the latest file is the newest result
+    at = _page()
+    sel = at.selectbox(key=f"ls_hist.{RUNS[0]}.slice1d")
+    assert sel.options[0].startswith(time_prefix(newest)) and len(sel.options) == len(after)
+    df = at.dataframe[0].value.set_index("run")
+    assert df.loc[RUNS[0], "1-D max rise"] == lv.show(newest["max_increase"])
+    assert df.loc[RUNS[0], "loss on"] == "8 validation ex. (slice1d)"  # the loss says what it was computed on
+    assert any("different data" in str(w.value) for w in at.warning)  # 8 vs 16 examples across rows
+    sel.set_value(older["history_id"]).run()
+    df = at.dataframe[0].value.set_index("run")
+    assert df.loc[RUNS[0], "1-D max rise"] == lv.show(older["max_increase"])
+    assert _tabs_default(at) == "1-D slices"  # the newest result is a 1-D slice
+
+
+def time_prefix(rec: dict) -> str:
+    return lv.history_label(rec).split(" · ")[0]
+
+
+def test_table_cells_never_show_a_literal_none(home, tmp_path, monkeypatch):
+    import shutil
+
+    src = home["store"].get(RUNS[0]).path
+    dst = tmp_path / "only-sharp"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("analyses"))
+    from uegr.cli import main
+
+    assert main(["landscape", str(dst), "--examples", "8", "--no-progress", "--runs-dir", str(tmp_path),
+                 "--kind", "sharpness", "--rho", "0.01"]) == 0
+    monkeypatch.setenv("UEGR_HOME", str(tmp_path))
+    at = _page()
+    cells = at.dataframe[0].value.to_numpy().ravel().tolist()
+    # The grid prints a null cell as "None": every cell is text, and a missing number is a dash.
+    assert all(isinstance(c, str) for c in cells) and "—" in cells, cells
+    assert not any(c in ("None", "nan", "NaN", "") for c in cells), cells
+    assert _tabs_default(at) == "Hessian & sharpness"  # after a sharpness probe its tab opens, not 1-D slices
+    detail = at.dataframe[1].value.to_numpy().ravel().tolist()
+    assert all(isinstance(c, str) for c in detail) and not any(c in ("None", "nan", "") for c in detail), detail
+
+
+def test_running_probe_is_not_called_missing(home, tmp_path, monkeypatch):
+    import shutil
+
+    src = home["store"].get(RUNS[0]).path
+    shutil.copytree(src, tmp_path / "busy-run", ignore=shutil.ignore_patterns("analyses"))
+    from uegr.runs import RunStore
+
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(lv.subprocess, "Popen", lambda cmd, **kw: real_popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], **kw))
+    job = lv.launch_probe(RunStore(tmp_path).get("busy-run"), "slice2d", {"examples": 8, "points": 3},
+                          runs_dir=tmp_path)
+    try:
+        monkeypatch.setenv("UEGR_HOME", str(tmp_path))
+        at = _page()
+        infos = _infos(at)
+        assert "slice2d probe of **busy-run** is running" in infos
+        assert "No probes yet" not in infos
+        assert "The 2-D slice of busy-run is running" in infos
+    finally:
+        os.kill(job["pid"], signal.SIGTERM)
+        lv._reap()

@@ -84,6 +84,7 @@ def cmd_train(args) -> int:
         with run.lock():  # before anything is written; refused while another process has the run
             return _resume(args, run)
     cfg = C.build_config(args.preset, args.config, args.set)  # invalid settings: refused before any write
+    _precheck(cfg)
     if _secondary_rank() and args.name:  # data-parallel rank > 0: rank 0 creates the run and writes for all
         return _train(args, _wait_for_run(store, args.name), cfg, resume=False)
     if not args.name:
@@ -194,6 +195,15 @@ def _fit(args, run, trainer) -> int:
     return 0 if result["state"] in ("completed", "stopped") else 1
 
 
+def _precheck(cfg) -> None:
+    """Refuse what the config alone shows to be unusable, before a run folder is made for it."""
+    from .data import check_settings_used
+    from .models import check_max_length, config_position_limit
+
+    check_settings_used(cfg.data)
+    check_max_length(cfg.data.max_length, config_position_limit(cfg.model), cfg.model.name)
+
+
 def _load_for_eval(args):
     from pathlib import Path
 
@@ -234,6 +244,8 @@ def cmd_eval(args) -> int:
     from .data import load_dataset, read_records, records_to_split
     from .trainer import evaluate_model
 
+    if not 1 <= args.batch_size <= 8192:
+        raise RunError(f"--batch-size={args.batch_size} is out of range: use 1 to 8192")
     run, cfg, model, tok = _load_for_eval(args)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if args.file:

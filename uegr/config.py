@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -243,9 +244,13 @@ def _coerce(section: str, name: str, kind: Any, value: Any) -> Any:
                 value = [v.strip() for v in value.split(",") if v.strip()]
             if not isinstance(value, list | tuple):
                 raise ValueError
+            if any(isinstance(v, dict | list | tuple) for v in value):
+                raise ValueError
             return [str(v) for v in value]
-        return str(value)
-    except (TypeError, ValueError):
+        if isinstance(value, dict | list | tuple):
+            raise ValueError  # str(...) would turn a mapping or list into its repr
+        return "" if value is None else str(value)
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(label, value, f"expected a value of type {kind_s.replace('<class ', '').strip('>')}") from None
 
 
@@ -292,7 +297,10 @@ def load_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError("--config", str(path), "the file does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("--config", str(path), f"not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -301,8 +309,19 @@ def load_config_file(path: str | Path) -> dict:
         else:
             raw = json.loads(text)
     except Exception as exc:  # noqa: BLE001 - parser errors vary by format
-        raise ConfigError("--config", str(path), f"not valid YAML/JSON ({exc})") from None
+        raise ConfigError("--config", str(path), f"not valid YAML/JSON ({_parse_error(exc)})") from None
     return raw
+
+
+def _parse_error(exc: Exception) -> str:
+    """One line from a YAML or JSON parser error (YAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        where = f" ({context} opened on line {cmark.line + 1})" if context and cmark is not None else ""
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}{where}"
+    return " ".join(str(exc).split())
 
 
 def build_config(preset: str | None = None, config_file: str | None = None,
@@ -335,7 +354,23 @@ def _range(name: str, value: float, lo: float | None = None, hi: float | None = 
                                        f"{hi if hi is not None else 'inf'}{right}")
 
 
+def _check_types(cfg: Config) -> None:
+    """Every field has its declared type, and every number is finite (NaN passes every range check)."""
+    for section in SECTIONS:
+        obj = getattr(cfg, section)
+        for f in fields(obj):
+            v = getattr(obj, f.name)
+            kind = str(f.type)
+            if kind == "float" and (isinstance(v, bool) or not isinstance(v, int | float)):
+                raise ConfigError(f"{section}.{f.name}", v, "a number")
+            if kind == "int" and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ConfigError(f"{section}.{f.name}", v, "a whole number")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{section}.{f.name}", v, "a finite number (NaN and infinity are not allowed)")
+
+
 def validate(cfg: Config) -> Config:
+    _check_types(cfg)
     d, mo, m, o, r = cfg.data, cfg.model, cfg.method, cfg.optim, cfg.runtime
     if not d.source.strip():
         raise ConfigError("data.source", d.source, "'builtin', a dataset folder name, a file path or hf:<name>")

@@ -12,8 +12,10 @@ import csv
 import importlib.util
 import io
 import json
+import logging
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +33,7 @@ class Split:
     texts: list[str]
     labels: list[int]
     pairs: list[str] | None = None
+    notice: str | None = None  # set by records_to_split when it re-indexed the labels
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -48,15 +51,25 @@ class TextDataset:
     name: str
     label_names: list[str]
     splits: dict[str, Split] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)  # things changed on the way in (e.g. re-indexed labels)
+    validation_split_off: bool = False  # the validation split was cut from train (data.validation_fraction)
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
 
     def summary(self) -> dict:
-        return {"name": self.name, "labels": self.label_names,
-                "splits": {k: len(v) for k, v in self.splits.items()}}
+        out = {"name": self.name, "labels": self.label_names,
+               "splits": {k: len(v) for k, v in self.splits.items()}}
+        if self.notices:
+            out["notices"] = list(self.notices)
+        return out
 
+
+# More classes than this is almost surely a mistake (ids such as 0 and 100000, or a text column used as the
+# label): every class costs a row of the head and a row and column of the confusion matrix.
+MAX_CLASSES = 1000
+log = logging.getLogger("uegr.data")
 
 NAMED_DATASETS = ("sst2", "rt_polarity", "ag_news", "trec", "subj", "cr", "imdb", "mrpc")
 FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".bz2")
@@ -101,6 +114,7 @@ def _split_off_validation(ds: TextDataset, cfg: DataConfig) -> None:
     train = ds.splits["train"]
     keep, val = stratified_split(train.labels, (1 - cfg.validation_fraction, cfg.validation_fraction), cfg.split_seed)
     ds.splits["train"], ds.splits["validation"] = train.take(keep), train.take(val)
+    ds.validation_split_off = True
 
 
 def _from_rows(name: str, rows: list[tuple[str, int]], seed: int,
@@ -222,14 +236,28 @@ def load_named(name: str, cfg: DataConfig) -> TextDataset:
 
 
 # ---------------------------------------------------------------- local files
-def read_records(path: Path) -> list[dict]:
+class Records(list):
+    """Rows as dicts, plus `lines`: the file line each row starts on (for messages that name the line)."""
+
+    def __init__(self, rows=(), lines=None):
+        super().__init__(rows)
+        self.lines = list(lines) if lines is not None else None
+
+    def line_of(self, i: int) -> str:
+        return f"line {self.lines[i]}" if self.lines is not None else f"row {i + 1}"
+
+
+def read_records(path: Path) -> Records:
     """Rows of a CSV/TSV/JSON/JSONL file (optionally .bz2) as dicts."""
     if not path.is_file():
         raise DataError(f"File not found: {path}. Check data.source / the file path.")
     raw = path.read_bytes()
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".bz2":
-        raw = bz2.decompress(raw)
+        try:
+            raw = bz2.decompress(raw)
+        except (OSError, ValueError, EOFError):
+            raise DataError(f"File {path} is not valid bzip2 data; decompress it or fix its name.") from None
         suffixes = suffixes[:-1]
     if not raw.strip():
         raise DataError(f"File {path} is empty: it needs a header row and at least one labelled row.")
@@ -239,24 +267,91 @@ def read_records(path: Path) -> list[dict]:
         raise DataError(f"File {path} is not UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}). "
                         "Re-save it as UTF-8 (e.g. iconv -f cp1252 -t utf-8).") from None
     kind = suffixes[-1] if suffixes else ""
-    try:
-        if kind == ".jsonl":
-            records = [json.loads(ln) for ln in text.splitlines() if ln.strip()]
-        elif kind == ".json":
+    if kind == ".jsonl":
+        records = _jsonl_records(text, path)
+    elif kind == ".json":
+        try:
             obj = json.loads(text)
-            records = obj.get("data", obj) if isinstance(obj, dict) else obj
-        elif kind in (".csv", ".tsv", ".txt"):
-            delim = "\t" if kind == ".tsv" else ","
-            records = list(csv.DictReader(io.StringIO(text), delimiter=delim))
-        else:
-            raise DataError(f"File {path}: unsupported type {kind or '(none)'}; use .csv, .tsv, .json or .jsonl.")
-    except json.JSONDecodeError as exc:
-        raise DataError(f"File {path} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
-    except csv.Error as exc:
-        raise DataError(f"File {path} is not a valid CSV/TSV ({exc}).") from None
+        except json.JSONDecodeError as exc:
+            raise DataError(f"File {path} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
+        records = obj.get("data", obj) if isinstance(obj, dict) else obj
+        records = Records(records) if isinstance(records, list) else records
+    elif kind in (".csv", ".tsv", ".txt"):
+        records = _csv_records(text, "\t" if kind == ".tsv" else ",", path)
+    else:
+        raise DataError(f"File {path}: unsupported type {kind or '(none)'}; use .csv, .tsv, .json or .jsonl.")
     if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
         raise DataError(f"File {path} has no rows of named columns (need a header row / objects per line).")
     return records
+
+
+def _jsonl_records(text: str, path: Path) -> Records:
+    rows, lines = [], []
+    for line_no, ln in enumerate(text.split("\n"), start=1):
+        if not ln.strip():
+            continue
+        try:
+            obj = json.loads(ln)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"File {path}, line {line_no}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                            "each line must be one JSON object.") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"File {path}, line {line_no}: a JSON {type(obj).__name__}, not an object; each "
+                            'line must be one object such as {"text": "...", "label": 0}.')
+        rows.append(obj)
+        lines.append(line_no)
+    return Records(rows, lines)
+
+
+def _csv_records(text: str, delim: str, path: Path) -> Records:
+    """CSV/TSV rows as dicts, refusing rows whose field count differs from the header's and quoted fields
+    that swallow whole rows (an unclosed quote): the csv module reads both without complaint."""
+    what = "TSV" if delim == "\t" else "CSV"
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
+    parsed: list[tuple[int, int, list[str]]] = []  # (first line, last line, fields)
+    prev = 0
+    try:
+        for row in reader:
+            if row:
+                parsed.append((prev + 1, reader.line_num, row))
+            prev = reader.line_num
+    except csv.Error as exc:
+        raise DataError(f"File {path}, line {reader.line_num}: not a valid {what} row ({exc}).") from None
+    if not parsed:
+        raise DataError(f"File {path} has no rows of named columns (need a header row / objects per line).")
+    header = [h.strip() for h in parsed[0][2]]
+    n = len(header)
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise DataError(f"File {path}, line 1: the header repeats column(s) {dupes}; give every column its own name.")
+    body = parsed[1:]
+    # Values of short, few-valued columns (labels, ids) on single-line rows: a line inside a multi-line field
+    # that looks like a complete row with such values was swallowed by an unclosed quote.
+    seen: list[set[str]] = [set() for _ in header]
+    for first, last, row in body:
+        if first == last and len(row) == n:
+            for j, v in enumerate(row):
+                seen[j].add(v.strip())
+    singles = sum(1 for first, last, row in body if first == last and len(row) == n)
+    short = [j for j in range(n) if 0 < len(seen[j]) <= 50 and all(len(v) <= 20 for v in seen[j])]
+    categorical = [j for j in short if len(seen[j]) < singles] or sorted(short, key=lambda j: len(seen[j]))[:1]
+    rows, lines = [], []
+    for first, last, row in body:
+        if last > first and n > 1 and categorical:
+            for k, phys in enumerate(text.split("\n")[first:last], start=first + 1):
+                parts = next(csv.reader([phys], delimiter=delim), [])
+                if len(parts) == n and all(parts[j].strip() in seen[j] for j in categorical):
+                    raise DataError(f"File {path}, line {first}: a quoted field opened here runs to line {last} "
+                                    f"and swallows what looks like a row (line {k}); close the quote "
+                                    f"(or double it, \"\", inside a quoted field).")
+        if len(row) != n:
+            span = f"lines {first}-{last} (a quoted field spanning lines: an unclosed quote?)" if last > first \
+                else f"line {first}"
+            raise DataError(f"File {path}, {span}: {len(row)} field(s) but the header has {n}; quote fields "
+                            f"that contain '{'TAB' if delim == chr(9) else delim}' or quotes.")
+        rows.append(dict(zip(header, row)))
+        lines.append(first)
+    return Records(rows, lines)
 
 
 def records_to_split(records: list[dict], cfg: DataConfig, source: str,
@@ -269,47 +364,75 @@ def records_to_split(records: list[dict], cfg: DataConfig, source: str,
     if cfg.text_pair_column and cfg.text_pair_column not in records[0]:
         raise DataError(f"{source}: column {cfg.text_pair_column!r} (data.text_pair_column) not found; "
                         f"columns are {columns}.")
+    where = records.line_of if isinstance(records, Records) else (lambda i: f"row {i + 1}")
     raw_labels = [r.get(cfg.label_column) for r in records]
+    for i, v in enumerate(raw_labels):
+        if v is None or isinstance(v, dict | list) or not str(v).strip():
+            raise DataError(f"{source}, {where(i)}: the label ({cfg.label_column!r}) is "
+                            f"{'missing or empty' if v is None or not str(v).strip() else 'not a single value'}; "
+                            "every row needs a label.")
     names = list(label_names or cfg.label_names or [])
-    labels: list[int] = []
-    as_int = all(_is_int(v) for v in raw_labels)
-    if not names and not as_int:
-        bad = [v for v in raw_labels if not _is_int(v)][:3]
-        numeric_like = [v for v in raw_labels if _is_number(v)]
-        if numeric_like:
-            raise DataError(f"{source}: label column {cfg.label_column!r} has non-integer numbers such as "
-                            f"{[v for v in numeric_like if not _is_int(v)][:3]}; use integer labels 0..N-1 "
-                            "or class names.")
-        if all(isinstance(v, str) and v.strip() for v in raw_labels):
-            names = sorted({str(v).strip() for v in raw_labels})
-        else:
-            raise DataError(f"{source}: label column {cfg.label_column!r} has empty or non-integer values "
-                            f"{bad}; use integer labels 0..N-1 or class names.")
-    for row_no, v in enumerate(raw_labels, start=2):
-        if names and not _is_int(v):
+    notice = None
+    if names:
+        labels = []
+        for i, v in enumerate(raw_labels):
             key = str(v).strip()
-            if key not in names:
-                raise DataError(f"{source}: row {row_no} has label {v!r}, not one of {names} (data.label_names).")
-            labels.append(names.index(key))
-        elif _is_int(v):
-            labels.append(int(float(v)))
-        else:
-            raise DataError(f"{source}: row {row_no} has non-integer label {v!r} in column {cfg.label_column!r}.")
-    if not names:
-        hi = max(labels)
-        if min(labels) < 0:
-            raise DataError(f"{source}: labels must be 0..N-1, found {min(labels)}.")
-        names = [str(i) for i in range(hi + 1)]
-    elif max(labels) >= len(names):
-        raise DataError(f"{source}: label {max(labels)} is out of range for {len(names)} label names.")
+            if key in names:  # a name, or an id spelled as a name after re-indexing ("1".."5")
+                labels.append(names.index(key))
+            elif _is_int(v) and 0 <= int(float(v)) < len(names):
+                labels.append(int(float(v)))
+            else:
+                raise DataError(f"{source}, {where(i)}: label {v!r} is not one of {names[:10]}"
+                                f"{' ...' if len(names) > 10 else ''} (data.label_names) nor an id 0..{len(names) - 1}.")
+    elif all(_is_int(v) for v in raw_labels):
+        ids = sorted({int(float(v)) for v in raw_labels})
+        _check_class_count(len(ids), source, cfg)
+        if ids == list(range(len(ids))):
+            names = [str(i) for i in ids]
+            labels = [int(float(v)) for v in raw_labels]
+        else:  # e.g. star ratings 1..5, or ids with gaps: classes are the distinct ids, in order
+            index = {y: i for i, y in enumerate(ids)}
+            names = [str(y) for y in ids]
+            labels = [index[int(float(v))] for v in raw_labels]
+            notice = (f"{source}: label ids {_short(ids)} are not 0..{len(ids) - 1}; re-indexed as "
+                      f"{len(ids)} classes " + ", ".join(f"{y}->{i}" for y, i in list(index.items())[:6])
+                      + (" ..." if len(ids) > 6 else ""))
+    else:
+        numeric_like = [v for v in raw_labels if _is_number(v) and not _is_int(v)]
+        if numeric_like:
+            i = raw_labels.index(numeric_like[0])
+            raise DataError(f"{source}, {where(i)}: label column {cfg.label_column!r} has non-integer numbers such "
+                            f"as {numeric_like[:3]}; write integer labels 0..N-1 (e.g. 1000, not 1e3) or class names.")
+        spellings: dict[str, set[str]] = {}
+        for v in raw_labels:
+            spellings.setdefault(" ".join(str(v).split()).casefold(), set()).add(str(v))
+        clash = next((sorted(s) for s in spellings.values() if len(s) > 1), None)
+        if clash:
+            raise DataError(f"{source}: labels {clash} differ only by case or spaces; make them one spelling in "
+                            f"column {cfg.label_column!r} (or they would be {len(clash)} different classes).")
+        names = sorted({str(v).strip() for v in raw_labels})
+        _check_class_count(len(names), source, cfg)
+        labels = [names.index(str(v).strip()) for v in raw_labels]
     texts = []
-    for row_no, r in enumerate(records, start=2):
+    for i, r in enumerate(records):
         t = r.get(cfg.text_column)
-        if t is None or not str(t).strip():
-            raise DataError(f"{source}: row {row_no} has an empty text in column {cfg.text_column!r}.")
+        if t is None or isinstance(t, dict | list) or not str(t).strip():
+            raise DataError(f"{source}, {where(i)} has "
+                            f"{'an empty text' if t is None or not str(t).strip() else 'a non-string text'} in "
+                            f"column {cfg.text_column!r}.")
         texts.append(str(t).strip())
     pairs = [str(r.get(cfg.text_pair_column) or "") for r in records] if cfg.text_pair_column else None
-    return Split(texts, labels, pairs), names
+    return Split(texts, labels, pairs, notice), names
+
+
+def _short(ids: list[int]) -> str:
+    return str(ids) if len(ids) <= 6 else f"[{ids[0]}, {ids[1]}, ..., {ids[-1]}]"
+
+
+def _check_class_count(n: int, source: str, cfg: DataConfig) -> None:
+    if n > MAX_CLASSES:
+        raise DataError(f"{source}: column {cfg.label_column!r} has {n} distinct labels; at most {MAX_CLASSES} "
+                        "classes are supported. Is data.label_column the label (not an id or text column)?")
 
 
 def _is_number(v) -> bool:
@@ -320,23 +443,27 @@ def _is_number(v) -> bool:
         return False
 
 
+_INT_TEXT = re.compile(r"^[+-]?\d+(\.0*)?$")
+
+
 def _is_int(v) -> bool:
+    """An integer label: an int, an integral float (1.0 from a JSON writer), or text such as "3" or "3.0"
+    (not "1e3", "inf" or "0x1": spellings that are almost always a mistake in a label column)."""
     if isinstance(v, bool):
         return False
     if isinstance(v, int):
         return True
     if isinstance(v, float):
         return v.is_integer()
-    try:
-        return float(str(v).strip()).is_integer()
-    except ValueError:
-        return False
+    return isinstance(v, str) and bool(_INT_TEXT.match(v.strip()))
 
 
 def load_files(cfg: DataConfig) -> TextDataset:
     main = Path(cfg.train_file or cfg.source).expanduser()
     split, names = records_to_split(read_records(main), cfg, str(main), None)
     ds = TextDataset(main.name, names, {"train": split})
+    if split.notice:
+        ds.notices.append(split.notice)
     for split_name, p in (("validation", cfg.validation_file), ("test", cfg.test_file)):
         if p:
             ds.splits[split_name], _ = records_to_split(read_records(Path(p).expanduser()), cfg, p, names)
@@ -373,28 +500,96 @@ def load_hub(spec: str, cfg: DataConfig) -> TextDataset:
     return ds
 
 
+def source_kind(src: str) -> str:
+    """'builtin', 'hub', 'named' or 'file' for a data.source value (no I/O beyond a file check)."""
+    src = src.strip()
+    if src == "builtin":
+        return "builtin"
+    if src.startswith("hf:"):
+        return "hub"
+    if src in NAMED_DATASETS and not Path(src).is_file():
+        return "named"
+    return "file"
+
+
+def check_settings_used(cfg: DataConfig) -> None:
+    """Refuse data settings the chosen source would silently ignore."""
+    kind = source_kind(cfg.source)
+    if kind != "file":
+        for name in ("train_file", "validation_file", "test_file"):
+            if getattr(cfg, name):
+                raise DataError(f"data.{name}={getattr(cfg, name)!r} is only used with a file source, but "
+                                f"data.source={cfg.source!r} is {'a ' if kind != 'builtin' else 'the '}{kind} "
+                                f"dataset; clear data.{name} or point data.source at the file.")
+    elif cfg.train_file and cfg.source.strip() and Path(cfg.train_file).expanduser() != Path(cfg.source.strip()).expanduser():
+        raise DataError(f"data.train_file={cfg.train_file!r} and data.source={cfg.source!r} name two different "
+                        "training files; set only data.source.")
+    if kind in ("builtin", "named"):
+        defaults = DataConfig()
+        for name in ("text_column", "label_column", "text_pair_column"):
+            if getattr(cfg, name) != getattr(defaults, name):
+                raise DataError(f"data.{name}={getattr(cfg, name)!r} is only used for file and hf: sources; the "
+                                f"{kind} dataset {cfg.source!r} has fixed columns: reset data.{name} to "
+                                f"{getattr(defaults, name)!r}.")
+    if kind != "named" and cfg.data_dir:
+        raise DataError(f"data.data_dir={cfg.data_dir!r} is only used for named datasets "
+                        f"({', '.join(NAMED_DATASETS)}); clear it for data.source={cfg.source!r}.")
+
+
 def load_dataset(cfg: DataConfig) -> TextDataset:
     src = cfg.source.strip()
-    if src == "builtin":
+    check_settings_used(cfg)
+    kind = source_kind(src)
+    if kind == "builtin":
         ds = load_builtin(cfg)
-    elif src.startswith("hf:"):
+    elif kind == "hub":
         ds = load_hub(src, cfg)
-    elif src in NAMED_DATASETS and not Path(src).is_file():
+    elif kind == "named":
         ds = load_named(src, cfg)
-    elif Path(src).expanduser().suffix.lower() in FILE_SUFFIXES or Path(src).expanduser().is_file():
+    elif Path(src).expanduser().suffix.lower() in FILE_SUFFIXES or Path(src).expanduser().is_file() or cfg.train_file:
         ds = load_files(cfg)
     else:
         raise DataError(f"data.source={src!r} is not 'builtin', a named dataset ({', '.join(NAMED_DATASETS)}), "
                         "an existing .csv/.tsv/.json/.jsonl file, or hf:<name>.")
+    if cfg.label_names and kind in ("builtin", "named") and list(cfg.label_names) != ds.label_names:
+        raise DataError(f"data.label_names={cfg.label_names} is not used by the {kind} dataset {src!r}, whose "
+                        f"labels are {ds.label_names}; clear data.label_names.")
     if "train" not in ds.splits or len(ds.splits["train"]) == 0:
         raise DataError(f"{ds.name}: no training rows found.")
+    if not ds.validation_split_off and cfg.validation_fraction != DataConfig().validation_fraction:
+        raise DataError(f"data.validation_fraction={cfg.validation_fraction} is not used: {ds.name} has its own "
+                        f"validation split; reset it to {DataConfig().validation_fraction}.")
     if cfg.max_train_examples:
         ds.splits["train"] = _subsample(ds.splits["train"], cfg.max_train_examples, cfg.split_seed)
     if cfg.max_eval_examples:
         for k in ("validation", "test"):
             if k in ds.splits:
                 ds.splits[k] = _subsample(ds.splits[k], cfg.max_eval_examples, cfg.split_seed)
+    check_splits(ds, cfg)
+    for note in ds.notices:
+        log.warning("note: %s", note)
     return ds
+
+
+def check_splits(ds: TextDataset, cfg: DataConfig) -> None:
+    """Refuse data a classifier cannot learn from or be scored on: one class, or an empty split."""
+    train = ds.splits.get("train")
+    cut = f" after data.max_train_examples={cfg.max_train_examples}" if cfg.max_train_examples else ""
+    if train is None or len(train) == 0:
+        raise DataError(f"{ds.name}: the training split is empty{cut}; give more training rows.")
+    classes = sorted(set(train.labels))
+    if len(classes) < 2:
+        only = ds.label_names[classes[0]] if classes[0] < len(ds.label_names) else classes[0]
+        raise DataError(f"{ds.name}: the training data has a single class ({only!r}){cut}; a classifier needs "
+                        "examples of at least two classes.")
+    for name, split in ds.splits.items():
+        if len(split) == 0:
+            if name == "validation":
+                fix = (f"add rows, raise data.validation_fraction (now {cfg.validation_fraction}) or give "
+                       "data.validation_file")
+            else:
+                fix = "add rows or raise data.max_eval_examples / data.max_train_examples"
+            raise DataError(f"{ds.name}: the {name} split is empty ({len(train)} training rows); {fix}.")
 
 
 def _subsample(split: Split, n: int, seed: int) -> Split:
@@ -409,6 +604,9 @@ class Encoded(torch.utils.data.Dataset):
     """A tokenised split; items are dicts of python lists, padded later by `collate`."""
 
     def __init__(self, split: Split, tokenizer, max_length: int):
+        limit = getattr(tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and 0 < limit < max_length:
+            max_length = limit  # never past the tokenizer's (the model's) own limit
         enc = tokenizer(split.texts, split.pairs, truncation=True, max_length=max_length)
         self.features = [{k: enc[k][i] for k in enc.keys()} for i in range(len(split))]
         for f, y in zip(self.features, split.labels):

@@ -627,6 +627,37 @@ class ProbeSettings:
         return cls(**settings)
 
 
+# Bounds checked before any work starts (check_settings): (low, high, low excluded). A slice beyond ~200
+# points or a 2-D grid beyond 101x101 adds no information at this resolution and runs for hours on a CPU.
+BOUNDS = {"examples": (0, 100_000, False), "batch_size": (1, 1024, False), "max_length": (0, 8192, False),
+          "points": (1, 201, False), "span": (0.0, 100.0, True), "margin": (0.0, 10.0, False),
+          "seed": (0, 2**31 - 1, False), "k": (1, 20, False), "iters": (1, 500, False), "tol": (0.0, 1.0, True),
+          "samples": (1, 1000, False), "rho": (0.0, 10.0, True), "eps": (0.0, 1.0, True), "steps": (1, 100, False)}
+MAX_POINTS_2D = 101
+
+
+def check_settings(kind: str, settings=None, position_limit: int | None = None) -> ProbeSettings:
+    """Refuse out-of-range probe settings (NaN included) before any work starts; returns the settings."""
+    if kind not in KINDS:
+        raise LandscapeError(f"unknown landscape kind {kind!r}; use one of {', '.join(KINDS)}")
+    s = ProbeSettings.from_any(settings)
+    for name, (lo, hi, lo_open) in BOUNDS.items():
+        v = getattr(s, name)
+        flag = "--" + name.replace("_", "-")
+        if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(lo, int) and not isinstance(v, int)):
+            raise LandscapeError(f"{flag}={v!r} must be a {'whole ' if isinstance(lo, int) else ''}number")
+        if not math.isfinite(v) or (v <= lo if lo_open else v < lo) or v > hi:
+            raise LandscapeError(f"{flag}={v} is out of range: use a number in {'(' if lo_open else '['}{lo}, {hi}]")
+    if kind == "slice2d" and s.points > MAX_POINTS_2D:
+        raise LandscapeError(f"--points={s.points} is out of range for slice2d ({s.points}x{s.points} = "
+                             f"{s.points ** 2} evaluations): use at most {MAX_POINTS_2D} points per axis")
+    if position_limit and s.max_length > position_limit:
+        raise LandscapeError(f"--max-length={s.max_length} is above the model's position limit {position_limit}")
+    if s.params not in ("all", "encoder", "no_embeddings"):
+        raise LandscapeError(f"--params={s.params!r}: use all, encoder or no_embeddings")
+    return s
+
+
 # Forward throughput assumed for all-MiniLM-L6-v2 (22.7M parameters) on 2 CPU cores at max_length 64:
 # ~100 examples/s, i.e. parameters x examples per second of a float32 eval forward. A FLOP-count guess,
 # not a clean measurement (bench/landscape_cost.py prints the rate it sees; pass `rate=` to override).
@@ -680,9 +711,7 @@ def probe_run(source, kind: str, settings=None, *, data=None, batches: list[Batc
     the second model (nn.Module or checkpoint folder). When `should_stop()` turns true the record holds
     the partial results with "stopped": true. The model is left with its weights unchanged.
     """
-    if kind not in KINDS:
-        raise LandscapeError(f"unknown landscape kind {kind!r}; use one of {', '.join(KINDS)}")
-    s = ProbeSettings.from_any(settings)
+    s = check_settings(kind, settings)
     t0 = time.time()
     # Forward-only probes may use fused attention; double backprop needs the eager implementation.
     attn = "sdpa" if kind in ("slice1d", "slice2d", "interp") else "eager"
@@ -832,6 +861,14 @@ def add_landscape_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _checkpoint_position_limit(ckpt: Path) -> int | None:
+    try:
+        n = json.loads((ckpt / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return n if isinstance(n, int) and n > 0 else None
+
+
 def _resolve_other(store, spec: str, run):
     """A checkpoint folder, or a Module for 'pretrained' (the run's base model, fresh head)."""
     if spec == "pretrained":
@@ -864,9 +901,13 @@ def cmd_landscape(args) -> int:
                                  max_length=args.max_length or cfg.data.max_length, points=args.points,
                                  span=args.span, margin=args.margin, seed=args.seed, k=args.k, iters=args.iters,
                                  samples=args.samples, rho=args.rho, eps=args.eps, params=args.params)
-        for name in ("examples", "batch_size", "points", "iters", "samples", "k"):
-            if getattr(settings, name) < (0 if name == "examples" else 1):
-                raise LandscapeError(f"--{name.replace('_', '-')} must be positive")
+        check_settings(args.kind, settings, _checkpoint_position_limit(ckpt))
+        if args.device != "auto" and args.device != "cpu" and not args.device.startswith(("cuda", "mps")):
+            raise LandscapeError(f"--device {args.device!r}: use auto, cpu or cuda")
+        if args.kind == "interp" and not args.other:
+            raise LandscapeError("--kind interp needs --other RUN (a run, a checkpoint folder or 'pretrained')")
+        print(f"landscape {args.kind}: estimated ~{estimate_cost(args.kind, settings):.0f} s of probing for "
+              f"{settings.examples or 'all'} examples (checked before loading)", file=sys.stderr)
         ds = load_dataset(cfg.data)
         if args.split not in ds.splits:
             raise LandscapeError(f"split {args.split!r} not in this run's data (have {', '.join(ds.splits)})")

@@ -203,6 +203,54 @@ def matrix_kind(param_name: str) -> str:
     return n.rsplit(".", 2)[-2] if "." in n else n
 
 
+# ---------------------------------------------------------------- input length limits
+def _tokenizer_limit(tokenizer) -> int | None:
+    n = getattr(tokenizer, "model_max_length", None)
+    return int(n) if isinstance(n, int) and 0 < n < 1_000_000 else None  # "no limit" is stored as ~1e30
+
+
+def position_limit(model=None, tokenizer=None) -> int | None:
+    """Longest input (in tokens) the model can take: its position table and the tokenizer's own limit."""
+    limits = []
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(n, int) and n > 0:
+        limits.append(n)
+    if tokenizer is not None and _tokenizer_limit(tokenizer):
+        limits.append(_tokenizer_limit(tokenizer))
+    return min(limits) if limits else None
+
+
+def config_position_limit(cfg: ModelConfig) -> int | None:
+    """position_limit from the model's config.json alone (no weights); None when it cannot be read here."""
+    if cfg.name == "tiny-bert":
+        return 512  # build_tiny_bert's max_position_embeddings
+    offline_env()
+    try:
+        from transformers import AutoConfig
+
+        path = minilm_path() if cfg.name in ("minilm", "default") else cfg.name
+        n = getattr(AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code),
+                    "max_position_embeddings", None)
+    except Exception:  # noqa: BLE001 - unreadable here: the model load reports it properly
+        return None
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def check_max_length(max_length: int, limit: int | None, model_name: str) -> None:
+    """Refuse data.max_length above the model's position limit (training would crash on long inputs)."""
+    if limit is not None and max_length > limit:
+        from .config import ConfigError
+
+        raise ConfigError("data.max_length", max_length, f"at most {limit}, the position limit of model "
+                                                         f"{model_name!r}")
+
+
+def clamp_length(max_length: int, model=None, tokenizer=None) -> int:
+    """max_length cut to what the model can take, so long inputs are truncated, never fed past the limit."""
+    limit = position_limit(model, tokenizer)
+    return min(int(max_length), limit) if limit else int(max_length)
+
+
 def save_checkpoint(model, tokenizer, folder: str | Path) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -216,6 +264,7 @@ def predict_proba(model, tokenizer, texts: list[str], pairs: list[str] | None = 
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    max_length = clamp_length(max_length, model, tokenizer)
     out = []
     for i in range(0, len(texts), batch_size):
         enc = tokenizer(texts[i:i + batch_size], pairs[i:i + batch_size] if pairs else None, truncation=True,

@@ -21,7 +21,9 @@
                              every instant; a complete folder left unlinked by a crash is adopted on resume.
                              Each: model.safetensors + tokenizer + labels (+ trainer_state.pt for last)
         saliency/            step_XXXXXXX.json (per-tensor summaries) + .safetensors (downsampled maps)
-        analyses/            attack/landscape results (one JSON per analysis) and their job folders
+        analyses/            attack/landscape/eval results: <name>.json = the latest of each kind, plus their
+                             job folders; analyses/history/<name>/<time>-<id>.json keeps every result
+      _uploads/<sha256>/<file>  files uploaded in the app, content-addressed and read-only
 """
 
 from __future__ import annotations
@@ -589,9 +591,48 @@ class Run:
         return d
 
     def write_analysis(self, name: str, payload: dict) -> Path:
+        """Save a result as analyses/<name>.json (the latest, read by every page) and, never overwritten,
+        as analyses/history/<name>/<time>-<id>.json; a latest file written before histories existed is
+        moved into the history first, so no earlier result is lost."""
         path = self.analyses_dir / f"{name}.json"
-        _atomic_write(path, json.dumps(payload, indent=1))
+        hist = self.history_dir(name)
+        if path.is_file() and not any(hist.glob("*.json")):
+            self._archive(name, path.read_text(encoding="utf-8"), path.stat().st_mtime)
+        text = json.dumps(payload, indent=1)
+        self._archive(name, text, time.time())
+        _atomic_write(path, text)
         return path
+
+    def history_dir(self, name: str) -> Path:
+        # One folder name per analysis, whatever characters it has (eval tags come from file names).
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".")[:120] or "_"
+        return self.analyses_dir / "history" / safe
+
+    def _archive(self, name: str, text: str, when: float) -> Path:
+        hist = self.history_dir(name)
+        hist.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when)) + f"{when % 1:.6f}"[1:].replace(".", "-")
+        path = hist / f"{stamp}-{os.urandom(3).hex()}.json"  # sorts by time; the suffix keeps it unique
+        _atomic_write(path, text)
+        return path
+
+    def analysis_history(self, name: str) -> list[dict]:
+        """Every saved result of one analysis (e.g. 'landscape-hessian'), newest first; each record gets
+        "history_id" (its file stem). Unreadable files are skipped."""
+        out = []
+        hist = self.history_dir(name)
+        for p in sorted(hist.glob("*.json"), reverse=True) if hist.is_dir() else []:
+            try:
+                rec = json.loads(p.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                continue
+            if isinstance(rec, dict):
+                out.append({**rec, "history_id": p.stem})
+        if not out:  # a result from before histories existed
+            latest = self.analyses(name).get(name)
+            if latest is not None:
+                out.append({**latest, "history_id": "latest"})
+        return out
 
     def analyses(self, prefix: str = "") -> dict[str, dict]:
         out = {}

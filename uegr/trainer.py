@@ -123,6 +123,9 @@ class Trainer:
         self.attn = attn_implementation_for(cfg)
         model, self.tokenizer = load_model(cfg.model, self.dataset.num_labels, self.dataset.label_names,
                                            self.attn, seed=o.seed)
+        from .models import check_max_length, position_limit
+
+        check_max_length(cfg.data.max_length, position_limit(model, self.tokenizer), cfg.model.name)
         self.method = build_method(cfg.method, o.seed)
         self.method.prepare(model)
 
@@ -479,8 +482,10 @@ def evaluate_model(model, tokenizer, data, max_length: int, batch_size: int, num
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    loader = torch.utils.data.DataLoader(Encoded(data, tokenizer, max_length), batch_size=batch_size,
-                                         collate_fn=make_collate(tokenizer.pad_token_id or 0))
+    from .models import clamp_length  # long inputs truncated to the model's limit
+
+    loader = torch.utils.data.DataLoader(Encoded(data, tokenizer, clamp_length(max_length, model, tokenizer)),
+                                         batch_size=batch_size, collate_fn=make_collate(tokenizer.pad_token_id or 0))
     preds, total_loss = [], 0.0
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}

@@ -15,6 +15,10 @@ from pathlib import Path
 from .recipes import DEFAULT_RECIPE, RECIPES, AttackError, get_recipe, list_recipes
 
 SPLITS = ("validation", "test", "train")
+# Bounds checked before any work starts: an attack costs up to query_budget model calls per example.
+MAX_EXAMPLES = 100_000
+MAX_QUERY_BUDGET = 100_000
+SECONDS_PER_QUERY = 0.004  # a rough CPU figure for a small encoder at short lengths (not a measurement)
 
 
 def add_attack_parser(subparsers) -> argparse.ArgumentParser:
@@ -109,13 +113,25 @@ def cmd_attack(args) -> int:
         recipe = get_recipe(args.recipe)
     except AttackError as exc:
         return _err(str(exc))
+    if not 0 <= args.num_examples <= MAX_EXAMPLES:
+        return _err(f"--num-examples={args.num_examples} is out of range: use 0 (all, at most {MAX_EXAMPLES}) "
+                    f"to {MAX_EXAMPLES}")
+    if not 0 < args.max_perturb <= 1:
+        return _err("--max-perturb must be in (0, 1]")
+    if not 0 <= args.query_budget <= MAX_QUERY_BUDGET:
+        return _err(f"--query-budget={args.query_budget} is out of range: use 0 (none) to {MAX_QUERY_BUDGET}")
+    if args.seed < 0:
+        return _err(f"--seed={args.seed} must be >= 0")
+    if args.device not in ("auto", "cpu", "mps") and not args.device.startswith("cuda"):
+        return _err(f"--device {args.device!r}: use auto, cpu or cuda")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return _err(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
     ok, reason = recipe.available()
     if not ok:
         return _err(f"recipe {args.recipe!r} is unavailable here: {reason}")
-    if args.num_examples < 0:
-        return _err("--num-examples must be >= 0")
-    if not 0 < args.max_perturb <= 1:
-        return _err("--max-perturb must be in (0, 1]")
 
     from ..config import DataConfig
     from ..data import DataError, load_dataset, read_records, records_to_split
@@ -166,6 +182,12 @@ def cmd_attack(args) -> int:
         name = f"attack-{args.recipe}-{split_name}"
         out_dir = (run.analyses_dir if run is not None else model_dir / "analyses") / name
         n = args.num_examples or len(split)
+        if n > MAX_EXAMPLES:
+            return _err(f"{len(split)} examples in {split_name}: give --num-examples at most {MAX_EXAMPLES}")
+        budget = args.query_budget or 2000
+        print(f"attacking {min(n, len(split))} examples with {args.recipe}; at most ~"
+              f"{min(n, len(split)) * budget * SECONDS_PER_QUERY / 60:.0f} min at the query budget "
+              "(usually far less)", file=sys.stderr)
         bar, update = _progress_bar(min(n, len(split)), f"{args.recipe} ({split_name})")
         from .runner import attack_dataset
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import random
 import threading
 import time
@@ -37,7 +38,9 @@ class ModelWrapper:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.max_length = max_length
+        from ..models import clamp_length
+
+        self.max_length = clamp_length(max_length, model, tokenizer)  # long inputs truncated to the model's limit
 
     @torch.no_grad()
     def __call__(self, text_input_list, **kwargs):
@@ -96,6 +99,16 @@ def clear_attack_cache() -> None:
 
 
 # ---------------------------------------------------------------- one example
+def seed_all(seed: int) -> None:
+    """Seed every random source an attack draws from: Python's random, numpy (TextAttack's character
+    edits and word swaps sample with np.random) and torch."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def _result_type(result) -> str:
     name = type(result).__name__
     if name.startswith("Successful"):
@@ -171,7 +184,7 @@ def attack_sentence(model, tokenizer, text: str, label: int | None = None, recip
     attack = get_attack(model, tokenizer, recipe, query_budget, max_perturb_fraction)
     if label is None:
         label = int(ModelWrapper(model, tokenizer)([text])[0].argmax())
-    random.seed(seed)  # character-level recipes draw random characters
+    seed_all(seed)
     t0 = time.perf_counter()
     result = _run_one(attack, text, label)
     rec = _record(result, label, time.perf_counter() - t0, label_names, diff=True)
@@ -255,8 +268,9 @@ def attack_dataset(model, tokenizer, texts: list[str], labels: list[int], recipe
         old_meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else None
         if resume and old_meta == meta:
             done_records = {r["index"]: r for r in read_records(out) if "index" in r}
-        else:
-            (out / RECORDS).unlink(missing_ok=True)
+        elif (out / RECORDS).is_file():  # other settings or --fresh: keep the earlier records, never delete them
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime((out / RECORDS).stat().st_mtime))
+            (out / RECORDS).rename(out / f"records-{stamp}-{os.urandom(3).hex()}.jsonl")
         meta_path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     resumed = sum(1 for i in indices if i in done_records)
     todo = [i for i in indices if i not in done_records]
@@ -269,7 +283,7 @@ def attack_dataset(model, tokenizer, texts: list[str], labels: list[int], recipe
     fh = (out / RECORDS).open("a", encoding="utf-8") if out is not None else None
     try:
         for k, idx in enumerate(todo, start=1):
-            random.seed(seed * 1_000_003 + idx)  # per-example randomness independent of resume order
+            seed_all(seed * 1_000_003 + idx)  # per-example randomness independent of resume order
             t0 = time.perf_counter()
             result = _run_one(attack, texts[idx], int(labels[idx]))
             r = _record(result, int(labels[idx]), time.perf_counter() - t0, label_names, diff=False)
