@@ -1,0 +1,46 @@
+"""One colour per run, per layer and per method, the same on every page and in every session.
+
+A run's colour is a hash of its name into a fixed palette (not its position in a list), so it does not
+change when other runs are added, deleted or deselected. No Streamlit import here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+# Tableau-20-like: distinguishable on white and dark backgrounds, colour-blind-friendlier than plotly's default.
+RUN_PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+               "#9c755f", "#86bcb6", "#d37295", "#8cd17d", "#499894", "#f1ce63", "#a0cbe8", "#79706e"]
+# Layers: a sequential scale (layer 0 dark -> last layer light), so "deeper" reads the same on Live and Saliency.
+LAYER_PALETTE = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58",
+                 "#b5de2b", "#fde725", "#fdae61", "#f46d43"]
+ALL_LAYERS = "#222222"  # the "all layers" line
+METHOD_COLOURS = {"uegr": "#4e79a7", "vanilla": "#79706e", "rdrop": "#f28e2b", "freelb": "#59a14f",
+                  "childtuning": "#b07aa1", "roast": "#e15759"}
+METHOD_SYMBOLS = {"uegr": "circle", "vanilla": "square", "rdrop": "diamond", "freelb": "triangle-up",
+                  "childtuning": "cross", "roast": "star"}
+# Parts of one run's loss share the run's colour and differ by dash.
+DASHES = ["solid", "dot", "dash", "longdash", "dashdot", "longdashdot"]
+
+
+def run_colour(name: str) -> str:
+    """Stable colour of a run: md5 of its name (Python's hash() is salted per process)."""
+    h = int(hashlib.md5(str(name).encode("utf-8")).hexdigest()[:8], 16)
+    return RUN_PALETTE[h % len(RUN_PALETTE)]
+
+
+def layer_colour(layer: int | str) -> str:
+    """Colour of encoder layer `layer` (an int, 'l3', 'layer 3', 'kept_l3'); 'all'/None -> ALL_LAYERS."""
+    m = re.search(r"(\d+)", str(layer)) if layer is not None else None
+    if not m:
+        return ALL_LAYERS
+    return LAYER_PALETTE[int(m.group(1)) % len(LAYER_PALETTE)]
+
+
+def method_colour(method: str | None) -> str:
+    return METHOD_COLOURS.get(str(method), "#999999")
+
+
+def method_symbol(method: str | None) -> str:
+    return METHOD_SYMBOLS.get(str(method), "circle-open")
