@@ -86,12 +86,27 @@ def widget_value(dotted: str, value):
 
 
 def load_preset(preset: str) -> None:
+    st.session_state.pop("cfg_clone_of", None)
     vals = preset_values(preset)
     st.session_state["cfg_values"] = dict(vals)
     for dotted, v in vals.items():
         st.session_state[key(dotted)] = widget_value(dotted, v)
     for k in [k for k in st.session_state if str(k).startswith("ui.")]:
         del st.session_state[k]  # source/model pickers are re-derived from the new values
+
+
+def load_config(cfg: C.Config, clone_of: str | None = None) -> None:
+    """Fill the form from an existing config (Runs page: clone and edit)."""
+    d = cfg.to_dict()
+    vals = {f"{s}.{f}": d[s][f] for s, f, _ in all_fields() if s in d and f in d[s]}
+    st.session_state["cfg_values"] = dict(vals)
+    for dotted, v in vals.items():
+        st.session_state[key(dotted)] = widget_value(dotted, v)
+    for k in [k for k in st.session_state if str(k).startswith("ui.")]:
+        del st.session_state[k]
+    st.session_state["cfg_clone_of"] = clone_of
+    if clone_of:
+        st.session_state["ui_run_name"] = ""
 
 
 def ensure_state(preset: str = "quick-demo") -> None:
