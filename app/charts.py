@@ -168,7 +168,7 @@ def _same(a, b) -> bool:
 def _metrics_to_draw(s: RunSeries, panel: Panel, multi: bool) -> list[tuple[str, str]]:
     """(metric, legend label) pairs of one run in one panel."""
     ms = _select(s, panel.kind, panel.spec)
-    labels = {m: LABELS.get(m, m.replace("kept_", "layer ").replace("rate_", "pass ")) for m in ms}
+    labels = {m: LABELS.get(m, m.replace("kept_l", "layer ").replace("rate_", "pass ")) for m in ms}
     if panel.title == "Loss" and "loss" in ms and "clean" in ms and len(ms) == 2 \
             and _same(s.cols[("train", "loss")][1], s.cols[("train", "clean")][1]):
         ms.remove("clean")  # vanilla: total IS the clean loss; one line, said so, instead of one hidden under it

@@ -83,10 +83,10 @@ with t_notes:
     ann = read_annotations(run)
     with st.form(f"runs_ann_{run.name}", border=False):
         new_tags = st.text_input("Tags (comma-separated)", value=", ".join(ann["tags"]),
-                                 placeholder="baseline, sst2, keep")
+                                 placeholder="baseline, sst2, keep", key=f"runs_tags_in.{run.name}")
         new_notes = st.text_area("Notes", value=ann["notes"], height=110,
-                                 placeholder="What this run tried, what you saw")
-        if st.form_submit_button("Save", icon=":material/save:"):
+                                 placeholder="What this run tried, what you saw", key=f"runs_notes_in.{run.name}")
+        if st.form_submit_button("Save", icon=":material/save:", key="runs_ann_save"):
             try:
                 write_annotations(run, new_tags.split(","), new_notes)
             except (RunError, OSError) as exc:

@@ -210,7 +210,7 @@ with tabs[1]:
             if fixed is not None and field != "label_names":
                 value = {"text_column": fixed[0], "text_pair_column": fixed[1] or "(none: single sentences)",
                          "label_column": fixed[2]}[field]
-                st.text_input(F.label_of(dotted), value=value, disabled=True, key=f"ui.fixed.{field}",
+                st.text_input(F.label_of(dotted), value=value, disabled=True, key=f"ui.fixed.{source}.{field}",
                               help="Fixed by this dataset's own reader (shown for information).")
             elif upload_columns and field != "label_names":
                 opts = upload_columns + ([""] if field == "text_pair_column" else [])
