@@ -40,13 +40,20 @@ unavailable = [r for r in all_recipes if not r["available"]]
 rec_by_name = {r["name"]: r for r in all_recipes}
 
 
-def _recipe_picker(key: str) -> str | None:
+# One sentence: word swaps over many candidates flip short sentences where one random character edit per
+# word (deepwordbug) often runs out of moves after ~13 queries. Datasets: the usual deepwordbug.
+SENTENCE_RECIPES = ("textfooler-lite", "pwws", "deepwordbug")
+
+
+def _recipe_picker(key: str, preferred: tuple[str, ...] = ()) -> str | None:
     if not available:
         st.error("No attack recipe can run here (see the reasons below).")
         return None
     names = [r["name"] for r in available]
+    wanted = [st.query_params.get("recipe"), *preferred]  # ?recipe= deep link
+    first = next((names.index(n) for n in wanted if n in names), 0)
     name = st.selectbox("Recipe", names, key=key, format_func=lambda n: f"{n} ({rec_by_name[n]['kind']})",
-                        help="Only recipes that run offline on this machine are offered.")
+                        index=first, help="Only recipes that run offline on this machine are offered.")
     r = rec_by_name[name]
     st.caption(f"{r['description']}" + (f" — {r['paper']}" if r.get("paper") else ""))
     return name
@@ -103,7 +110,7 @@ chosen = c1.multiselect("Models (vanilla = baseline)", names, default=default, k
 hf_path = c2.text_input("…or a local Hugging Face classifier folder", key="atk_hf", placeholder="/path/to/model")
 c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
 with c1:
-    recipe = _recipe_picker("atk_recipe")
+    recipe = _recipe_picker("atk_recipe", SENTENCE_RECIPES)
 budget = c2.number_input("Query budget", 10, 100_000, 2000, step=100, key="atk_budget",
                          help="Model queries allowed per attack; an attack that runs out has failed.")
 max_perturb = c3.slider("Max perturbed words", 0.05, 1.0, 1.0, 0.05, key="atk_maxp",
