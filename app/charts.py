@@ -219,7 +219,9 @@ def panel_figure(panel: Panel, series: list[RunSeries], method: str = "None", we
                 y = np.where(y > 0, y, pos.min())
             colour, dash = _colour(s, m, panel, multi)
             name = f"{s.run.name} · {label}" if multi else label
-            common = {"legendgroup": s.run.name, "meta": s.run.name}
+            # one legend group per run x part (raw + smoothed toggle together); a group per run would stack
+            # a horizontal legend into a column. meta = the run, for tests and hover.
+            common = {"legendgroup": f"{s.run.name}:{m}", "meta": s.run.name}
             width = 2.5 if m == "kept_fraction" else 1.8
             if raw:
                 xd, yd = _stride(x, y)

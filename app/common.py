@@ -81,6 +81,15 @@ def provenance(kind: str, note: str | None = None, container=None) -> None:
     (container or st).badge(label, color=colour, icon=icon, help=meaning + (f"\n\n{note}" if note else ""))
 
 
+def provenance_row(items: list[tuple[str, str, str | None]]) -> None:
+    """Markers with what each covers, [(kind, what it covers, tooltip note)], each pair kept together."""
+    with st.container(horizontal=True, vertical_alignment="center", gap="medium"):
+        for kind, text, note in items:
+            with st.container(horizontal=True, vertical_alignment="center", width="content", gap="small"):
+                provenance(kind, note)
+                st.caption(text)
+
+
 def provenance_md(kind: str) -> str:
     """The same marker inline in Markdown (labels, captions, table-free text)."""
     label, colour, icon, _ = PROVENANCE[kind]

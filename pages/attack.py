@@ -17,12 +17,12 @@ from uegr.runs import RunError
 st.title("Attack lab")
 st.caption("Adversarial attacks with TextAttack recipes that run offline, explained with Captum's "
            "Integrated Gradients. Models are loaded read-only and cached; nothing here trains or changes them.")
-with st.container(horizontal=True, vertical_alignment="center"):
-    common.provenance("paper", "The abstract claims better robust accuracy than the baselines on 13 datasets.")
-    st.caption("UEGR is more robust to attacks")
-    common.provenance("not reproduced", "On SST-2 (500 attacked sentences per run, 3 seeds) UEGR was not "
-                                        "distinguishable from vanilla fine-tuning.")
-    st.caption("docs/results.md: not distinguishable from vanilla at this scale — see for yourself below")
+common.provenance_row([
+    ("paper", "UEGR is more robust to attacks",
+     "The abstract claims better robust accuracy than the baselines on 13 datasets."),
+    ("not reproduced", "docs/results.md: not distinguishable from vanilla at this scale — see for yourself below",
+     "On SST-2 (500 attacked sentences per run, 3 seeds) UEGR was not distinguishable from vanilla fine-tuning."),
+])
 
 store = common.store()
 runs = [r for r in store.list() if r.has_checkpoint("best") or r.has_checkpoint("last")]

@@ -65,10 +65,12 @@ else:
                "vanilla, diamond R-Drop, triangle FreeLB, cross CHILD-TUNING_D, star RoAST). Clean accuracy is "
                "the best validation score; robust accuracy comes from the attacked split named on the axis, "
                "usually far fewer sentences — hence its wider interval.")
-    with c2.container(horizontal=True, vertical_alignment="center"):
-        common.provenance("paper", "The abstract claims UEGR improves both clean and robust accuracy.")
-        common.provenance("not reproduced", "docs/results.md (SST-2, 3 seeds, 500 attacked sentences per run): "
-                                            "UEGR is not distinguishable from vanilla fine-tuning.")
+    with c2:
+        common.provenance_row([
+            ("paper", "UEGR: better clean and robust accuracy",
+             "The abstract claims UEGR improves both clean and robust accuracy."),
+            ("not reproduced", "on SST-2 here", "docs/results.md (SST-2, 3 seeds, 500 attacked sentences per run): "
+                                               "UEGR is not distinguishable from vanilla fine-tuning.")])
     st.plotly_chart(cv.attack_bars(rows, metric), key="cmp_bars")
     st.caption("Attack metrics follow TextAttack: accuracy under attack = failed / N; success rate = successful / "
                "(successful + failed); N may differ between runs — see the attacked_n columns.")

@@ -51,17 +51,16 @@ st.markdown(
     "- **Stage 1 (forward):** an adversarial perturbation of the embeddings is fed through K sub-models "
     "with different dropout rates; their predictions are pulled together (Jensen-Shannon).\n"
     "- **Stage 2 (backward):** only the most salient parameters (Fisher information) are updated.")
-with st.container(horizontal=True, vertical_alignment="center"):
-    common.provenance("paper", "The two stages and their ingredients are the abstract's words.")
-    st.caption("the two stages: adversarial inputs + adaptive dropout, then saliency + selective update")
-    common.provenance("project", "Only the abstract is public: the JS loss, K = 3, the rate range, the l_inf "
-                                 "adversary, Fisher top-30 % and the refresh rule are this project's choices "
-                                 "(docs/method.md).")
-    st.caption("every number and rule in the diagram")
-    common.provenance("not reproduced", "docs/results.md: on SST-2 (3 seeds, 500 attacked sentences per run) "
-                                        "UEGR was not distinguishable from vanilla under attack. A flatter loss "
-                                        "landscape is the paper's hope, not a measured fact: probe it on the "
-                                        "Landscape page.")
-    st.caption("the paper's claim of better robustness; a flatter landscape is not shown either")
+common.provenance_row([
+    ("paper", "the two stages: adversarial inputs + adaptive dropout, then saliency + selective update",
+     "The two stages and their ingredients are the abstract's words."),
+    ("project", "every number and rule in the diagram",
+     "Only the abstract is public: the JS loss, K = 3, the rate range, the l_inf adversary, Fisher top-30 % and "
+     "the refresh rule are this project's choices (docs/method.md)."),
+    ("not reproduced", "the paper's claim of better robustness; a flatter landscape is not shown either",
+     "docs/results.md: on SST-2 (3 seeds, 500 attacked sentences per run) UEGR was not distinguishable from "
+     "vanilla under attack. A flatter loss landscape is the paper's hope, not a measured fact: probe it on the "
+     "Landscape page."),
+])
 st.image(str(ASSETS / "uegr_stages.svg"), caption="One UEGR training step (this project's reconstruction)",
          width="stretch")

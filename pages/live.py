@@ -59,12 +59,12 @@ def _method_note(shown: list) -> None:
     """Which curves are the paper's ingredients and which are this project's choices (UEGR runs only)."""
     if not any("js" in m for s in shown for _, m in s.cols):
         return
-    with st.container(horizontal=True, vertical_alignment="center"):
-        common.provenance("paper", "Adversarial samples, adaptive-dropout sub-models and a selective update.")
-        st.caption("adversarial loss, divergence between sub-models, selective update (kept fraction)")
-        common.provenance("project", "The JS form, the weights, K, the dropout-rate range, the l_inf adversary "
-                                     "and the Fisher top-k mask: see docs/method.md.")
-        st.caption("JS as the divergence, loss weights, K and rate range, mask rule and refresh")
+    common.provenance_row([
+        ("paper", "adversarial loss, divergence between sub-models, selective update (kept fraction)",
+         "Adversarial samples, adaptive-dropout sub-models and a selective update."),
+        ("project", "JS as the divergence, loss weights, K and rate range, mask rule and refresh",
+         "The JS form, the weights, K, the dropout-rate range, the l_inf adversary and the Fisher top-k mask: "
+         "see docs/method.md.")])
 
 
 @st.fragment(run_every=1)

@@ -54,12 +54,11 @@ with tabs[0]:
     method = F.chosen_method()
     groups = F.method_groups(method)
     if method == "uegr":
-        with st.container(horizontal=True, vertical_alignment="center"):
-            common.provenance("paper", "Two stages per step: adversarial inputs with adaptive dropout, then "
-                                       "parameter saliency and a selective update.")
-            st.caption("the two stages and their ingredients")
-            common.provenance("project", "Every number and rule below that the abstract does not give.")
-            st.caption("the knobs' defaults and rules: hover a knob's (?) to see which is which")
+        common.provenance_row([
+            ("paper", "the two stages and their ingredients", "Two stages per step: adversarial inputs with "
+             "adaptive dropout, then parameter saliency and a selective update."),
+            ("project", "the knobs' defaults and rules: hover a knob's (?) to see which is which",
+             "Every number and rule below that the abstract does not give.")])
     if groups:
         st.markdown(f"**{METHOD_TITLES.get(method, method)} knobs** — only the ones this method uses")
         F.render_section("method", slots, columns=4)

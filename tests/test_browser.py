@@ -34,7 +34,7 @@ POINTS_JS = """() => Math.max(0, ...Array.from(document.querySelectorAll('.js-pl
 
 JS_PANEL = """() => {
     const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
-    const title = el => ((el.layout || {}).title || {}).text || '';
+    const title = el => (((el.layout || {}).title || {}).text || '').replace(/<[^>]+>/g, '');  // Streamlit adds <b>
     const div = plots.find(el => title(el).startsWith('Divergence'));
     const loss = plots.find(el => title(el).startsWith('Loss'));
     if (!div || !loss) return null;
@@ -77,6 +77,14 @@ def test_train_live_stop_and_screenshots(server):
         browser = p.chromium.launch(executable_path=serve.CHROMIUM, args=serve.CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
+            page.set_viewport_size({"width": 1400, "height": 900})  # a laptop screen: the demo needs no scrolling
+            page.goto(url)
+            demo = page.get_by_role("button", name="Start the quick demo")
+            demo.wait_for(timeout=60_000)
+            box = demo.bounding_box()
+            assert box and box["y"] + box["height"] <= 900, box
+            page.set_viewport_size({"width": 1400, "height": 1000})
+
             page.goto(url + "/train?preset=tiny")
             page.get_by_role("button", name="Start training").wait_for(timeout=60_000)
             # Method first: vanilla shows none of UEGR's knobs; UEGR brings them back.
@@ -127,6 +135,7 @@ def test_train_live_stop_and_screenshots(server):
                 SHOTS.mkdir(parents=True, exist_ok=True)
                 ready = {"home": "img", "train": "button:has-text('Start training')", "live": ".js-plotly-plot",
                          "runs": "[data-testid='stDataFrame']"}
+                page.set_viewport_size({"width": 1400, "height": 1700})  # the app scrolls inside its own container
                 for name in PAGES:
                     page.goto(f"{url}/" + ("" if name == "home" else name))  # the default page lives at /
                     page.locator(ready[name]).first.wait_for(timeout=60_000)

@@ -39,7 +39,7 @@ WORD_COUNTS = """() => Array.from(document.querySelectorAll("[data-testid='stCol
 # {run: [colours of its traces]} in the chart whose title starts with TITLE
 RUN_COLOURS = """() => {
     const el = Array.from(document.querySelectorAll('.js-plotly-plot'))
-        .find(e => (((e.layout || {}).title || {}).text || '').startsWith('TITLE'));
+        .find(e => (((e.layout || {}).title || {}).text || '').replace(/<[^>]+>/g, '').startsWith('TITLE'));
     if (!el || !el._fullData) return null;
     const out = {};
     for (const t of el._fullData) {
@@ -51,7 +51,7 @@ RUN_COLOURS = """() => {
 }"""
 LABEL_BOXES = """() => {
     const el = Array.from(document.querySelectorAll('.js-plotly-plot'))
-        .find(e => (((e.layout || {}).title || {}).text || '').startsWith('Clean vs robust'));
+        .find(e => (((e.layout || {}).title || {}).text || '').replace(/<[^>]+>/g, '').startsWith('Clean vs robust'));
     if (!el) return null;
     const boxes = Array.from(el.querySelectorAll('g.annotation-text-g')).map(g => {
         const r = g.getBoundingClientRect();
@@ -119,7 +119,7 @@ def test_attack_two_models_diff_and_attributions(server):
             box = page.get_by_role("textbox", name="Sentence to attack")
             box.fill(SENTENCE)
             box.press("Control+Enter")  # commit the text area
-            budget = page.get_by_role("spinbutton", name="Query budget")
+            budget = page.get_by_role("spinbutton", name="Query budget", exact=True)
             budget.fill("12")  # a small budget: attacks fail, and show their best attempt
             budget.press("Enter")
             time.sleep(1.5)

@@ -185,12 +185,12 @@ SELECTIVE_METHODS = ("uegr", "childtuning", "roast")  # methods whose update goe
 MASKED = ("uegr", "roast")  # methods that refresh a saliency mask during training
 
 METHOD_INFO = {  # one line per method, shown beside the method picker
-    "uegr": "UEGR: adversarial embeddings + K adaptive-dropout sub-models (JS), then a saliency-masked update.",
+    "uegr": "Adversarial embeddings + K adaptive-dropout sub-models (JS), then a saliency-masked update.",
     "vanilla": "Plain fine-tuning with cross-entropy: the baseline every method is measured against.",
-    "rdrop": "R-Drop: two dropout passes pulled together by a symmetric KL.",
-    "freelb": "FreeLB: several adversarial steps on the embeddings, gradients accumulated.",
-    "childtuning": "CHILD-TUNING_D: update only a child network chosen once by Fisher information.",
-    "roast": "RoAST: one adversarial step + KL, and a Bernoulli saliency mask on the update.",
+    "rdrop": "Two dropout passes pulled together by a symmetric KL.",
+    "freelb": "Several adversarial steps on the embeddings, gradients accumulated.",
+    "childtuning": "Update only a child network chosen once by Fisher information.",
+    "roast": "One adversarial step + KL, and a Bernoulli saliency mask on the update.",
 }
 
 
