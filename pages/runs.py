@@ -30,7 +30,7 @@ if not runs:
 # ------------------------------------------------------------------ filter and sort
 rows = runs_table(runs)
 all_tags = sorted({t.strip() for r in rows for t in r["tags"].split(",") if t.strip()})
-f1, f2, f3, f4, f5, f6 = st.columns([3, 2, 2, 2, 2, 1])
+f1, f2, f3, f4, f5, f6 = st.columns([3, 2, 2, 2, 2, 1.4])
 text = f1.text_input("Search", key="runs_search", placeholder="name, data, model, notes or tag")
 methods = f2.multiselect("Method", sorted({r["method"] for r in rows}), key="runs_methods")
 states = f3.multiselect("Status", sorted({str(r["status"]) for r in rows}), key="runs_states")
