@@ -1,4 +1,5 @@
-"""One colour per run, per layer and per method, the same on every page and in every session.
+"""One colour per run and per layer, one marker shape per method: the same on every page and in every session.
+Colour always means the run (never the method), so no chart can contradict another.
 
 A run's colour is a hash of its name into a fixed palette (not its position in a list), so it does not
 change when other runs are added, deleted or deselected. No Streamlit import here.
@@ -16,8 +17,6 @@ RUN_PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
 LAYER_PALETTE = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58",
                  "#b5de2b", "#fde725", "#fdae61", "#f46d43"]
 ALL_LAYERS = "#222222"  # the "all layers" line
-METHOD_COLOURS = {"uegr": "#4e79a7", "vanilla": "#79706e", "rdrop": "#f28e2b", "freelb": "#59a14f",
-                  "childtuning": "#b07aa1", "roast": "#e15759"}
 METHOD_SYMBOLS = {"uegr": "circle", "vanilla": "square", "rdrop": "diamond", "freelb": "triangle-up",
                   "childtuning": "cross", "roast": "star"}
 # Parts of one run's loss share the run's colour and differ by dash.
@@ -36,10 +35,6 @@ def layer_colour(layer: int | str) -> str:
     if not m:
         return ALL_LAYERS
     return LAYER_PALETTE[int(m.group(1)) % len(LAYER_PALETTE)]
-
-
-def method_colour(method: str | None) -> str:
-    return METHOD_COLOURS.get(str(method), "#999999")
 
 
 def method_symbol(method: str | None) -> str:

@@ -185,8 +185,14 @@ def render_section(section: str, slots: dict, columns: int = 3, skip: set | None
     docs = C.field_docs()[section]
     skip = set(skip or ()) | CUSTOM
     if section == "method":
+        from app.common import provenance_md
+
         for title, names in method_groups(chosen_method()):
-            st.markdown(f"**{title}**")
+            paper = [label_of(f"method.{n}") for n in names if C.field_meta(f"method.{n}")["source"] == "paper"]
+            project = [n for n in names if C.field_meta(f"method.{n}")["source"] == "project"]
+            marks = (f"{provenance_md('paper')} {', '.join(paper)}" if paper else "") + \
+                (f" {provenance_md('project')} {'the rest' if paper else 'all'}" if project else "")
+            st.markdown(f"**{title}** {marks}")
             cols = st.columns(columns)
             for i, n in enumerate(names):
                 with cols[i % columns]:
