@@ -13,9 +13,10 @@ import re
 # Tableau-20-like: distinguishable on white and dark backgrounds, colour-blind-friendlier than plotly's default.
 RUN_PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
                "#9c755f", "#86bcb6", "#d37295", "#8cd17d", "#499894", "#f1ce63", "#a0cbe8", "#79706e"]
-# Layers: a sequential scale (layer 0 dark -> last layer light), so "deeper" reads the same on Live and Saliency.
-LAYER_PALETTE = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58",
-                 "#b5de2b", "#fde725", "#fdae61", "#f46d43"]
+# Layers: viridis in 6 wide steps (MiniLM has 6 layers: first dark, last light, neighbours far apart), then
+# plasma for deeper models. Indexed by layer number, so Live and Saliency agree.
+LAYER_PALETTE = ["#440154", "#3b528b", "#21918c", "#5ec962", "#b5de2b", "#fde725",
+                 "#0d0887", "#7e03a8", "#cc4778", "#f89540", "#f0f921", "#9c179e"]
 ALL_LAYERS = "#222222"  # the "all layers" line
 METHOD_SYMBOLS = {"uegr": "circle", "vanilla": "square", "rdrop": "diamond", "freelb": "triangle-up",
                   "childtuning": "cross", "roast": "star"}
