@@ -178,7 +178,7 @@ def changes_text(original: str, perturbed: str) -> str:
 
     a, b = word_diff(original.split(), perturbed.split())
     if len(a) == len(b):
-        return "; ".join(f"{x} → {y}" for (x, c), (y, _) in zip(a, b, strict=True) if c) or "-"
+        return " · ".join(f"{x} → {y}" for (x, c), (y, _) in zip(a, b, strict=True) if c) or "-"
     removed = " ".join(w for w, c in a if c)
     added = " ".join(w for w, c in b if c)
     return f"{removed or '∅'} → {added or '∅'}"
@@ -190,8 +190,8 @@ def records_table(records: list[dict]) -> list[dict]:
     for r in records:
         skipped = r["result"] == "skipped"
         rows.append({"#": r.get("index"), "result": RESULT_WORDS.get(r["result"], r["result"]),
-                     "original": r["original_text"], "adversarial": "" if skipped else r["perturbed_text"],
                      "changes": "-" if skipped else changes_text(r["original_text"], r["perturbed_text"]),
+                     "original": r["original_text"], "adversarial": "" if skipped else r["perturbed_text"],
                      "words changed": r.get("words_changed", 0), "queries": r.get("num_queries"),
                      "prediction": f"{r.get('original_prediction_name', r.get('original_prediction'))} → "
                                    f"{r.get('perturbed_prediction_name', r.get('perturbed_prediction'))}"})

@@ -292,7 +292,8 @@ if saved:
     st.caption("Select a row to see its word diff and the attributions of both sentences.")
     event = st.dataframe(table, hide_index=True, width="stretch", key="atk_examples", on_select="rerun",
                          selection_mode="single-row", height=min(38 + 35 * len(table), 400),
-                         column_config={"original": st.column_config.TextColumn(width="large"),
+                         column_config={"changes": st.column_config.TextColumn(width="medium"),
+                                        "original": st.column_config.TextColumn(width="large"),
                                         "adversarial": st.column_config.TextColumn(width="large")})
     rows_sel = event.selection.rows if event is not None else []
     if rows_sel:

@@ -132,7 +132,7 @@ def test_attack_slice_job_and_compare(home):
     table = at.dataframe[0].value
     assert list(table["analysis"]) == ["attack-deepwordbug-test"]
     examples = at.dataframe[1].value  # one row per attacked sentence
-    assert list(examples.columns[:5]) == ["#", "result", "original", "adversarial", "changes"]
+    assert list(examples.columns[:5]) == ["#", "result", "changes", "original", "adversarial"]
     assert len(examples) == 2 and set(examples["result"]) <= {"flipped", "held", "already wrong"}
     assert any("Run the same attack" in c.value for c in at.caption)  # no second run attacked yet
 
