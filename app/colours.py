@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import re
 
-# Tableau-20-like: distinguishable on white and dark backgrounds, colour-blind-friendlier than plotly's default.
-RUN_PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-               "#9c755f", "#86bcb6", "#d37295", "#8cd17d", "#499894", "#f1ce63", "#a0cbe8", "#79706e"]
+# D3's category10 then darker category20b tones: every entry readable as a thin line or small text on white.
+RUN_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+               "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31", "#7b4173"]
 # Layers: viridis in 6 wide steps (MiniLM has 6 layers: first dark, last light, neighbours far apart), then
 # plasma for deeper models. Indexed by layer number, so Live and Saliency agree.
 LAYER_PALETTE = ["#440154", "#3b528b", "#21918c", "#5ec962", "#b5de2b", "#fde725",

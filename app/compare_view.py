@@ -75,10 +75,11 @@ def _overlap(a, b, pad: float = 2.0) -> bool:
 
 
 def place_labels(pixels: list[tuple[float, float]], sizes: list[tuple[float, float]], width: float,
-                 height: float, marker: float = 8.0) -> list[tuple[float, float]]:
+                 height: float, marker: float = 8.0, obstacles: list[tuple] = ()) -> list[tuple[float, float]]:
     """Offsets (dx, dy) in pixels (y down) of each label's centre from its point, so that no two label boxes
-    overlap, no label covers a marker and every label stays inside the plot. Greedy, nearest free spot first
-    over rings of candidate positions; points are placed from the most crowded out."""
+    overlap, no label covers a marker and every label stays inside the plot; other `obstacles` (error bars)
+    are avoided where a free spot exists. Greedy, nearest free spot first over rings of candidate positions;
+    points are placed from the most crowded out."""
     boxes: list[tuple] = []
     markers = [(px - marker, py - marker, px + marker, py + marker) for px, py in pixels]
     out: list[tuple[float, float] | None] = [None] * len(pixels)
@@ -89,27 +90,36 @@ def place_labels(pixels: list[tuple[float, float]], sizes: list[tuple[float, flo
     for i in sorted(range(len(pixels)), key=lambda i: (-crowd(i), i)):
         (px, py), (w, h) = pixels[i], sizes[i]
         best = None
-        for ring in range(1, 12):
-            r = 4 + ring * 10
-            for k in range(16):
-                ang = -math.pi / 2 + k * math.pi / 8  # start straight above, go round
-                dx = math.cos(ang) * (r + w / 2)
-                dy = math.sin(ang) * (r + h / 2)
-                box = (px + dx - w / 2, py + dy - h / 2, px + dx + w / 2, py + dy + h / 2)
-                if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
-                    continue
-                if any(_overlap(box, b) for b in boxes) or any(_overlap(box, m, 0) for m in markers):
-                    continue
-                best = (dx, dy, box)
-                break
+        for soft in (list(obstacles), []):  # first try to keep clear of the error bars too
+            best = _free_spot(px, py, w, h, width, height, boxes, markers + soft)
             if best:
                 break
-        if best is None:  # nowhere free (very crowded): stack below the plot area's top edge
-            dx, dy = 0.0, -(marker + h / 2 + 4)
-            best = (dx, dy, (px + dx - w / 2, py + dy - h / 2, px + dx + w / 2, py + dy + h / 2))
-        out[i] = (best[0], best[1])
-        boxes.append(best[2])
+        out[i] = _settle_spot(best, px, py, w, h, marker, boxes)
     return out  # type: ignore[return-value]
+
+
+def _free_spot(px, py, w, h, width, height, boxes, blocked):
+    for ring in range(1, 12):
+        r = 4 + ring * 10
+        for k in range(16):
+            ang = -math.pi / 2 + k * math.pi / 8  # start straight above, go round
+            dx = math.cos(ang) * (r + w / 2)
+            dy = math.sin(ang) * (r + h / 2)
+            box = (px + dx - w / 2, py + dy - h / 2, px + dx + w / 2, py + dy + h / 2)
+            if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
+                continue
+            if any(_overlap(box, b) for b in boxes) or any(_overlap(box, m, 0) for m in blocked):
+                continue
+            return dx, dy, box
+    return None
+
+
+def _settle_spot(best, px, py, w, h, marker, boxes) -> tuple[float, float]:
+    if best is None:  # nowhere free (very crowded): straight above the point
+        dx, dy = 0.0, -(marker + h / 2 + 4)
+        best = (dx, dy, (px + dx - w / 2, py + dy - h / 2, px + dx + w / 2, py + dy + h / 2))
+    boxes.append(best[2])
+    return best[0], best[1]
 
 
 def _range(values: list[float], lo_pad: float, hi_pad: float) -> list[float]:
@@ -154,12 +164,21 @@ def pareto_scatter(rows: list[dict], robust_key: str | None = None,
     pw, ph = SCATTER_W - MARGIN["l"] - MARGIN["r"], SCATTER_H - MARGIN["t"] - MARGIN["b"]
     pix = [((p["x"] - xr[0]) / (xr[1] - xr[0]) * pw, (yr[1] - p["y"]) / (yr[1] - yr[0]) * ph) for p in pts]
     texts = [_label(p) for p in pts]
-    offsets = place_labels(pix, [_box_size(t) for t in texts], pw, ph)
+
+    def px_x(v):
+        return (v - xr[0]) / (xr[1] - xr[0]) * pw
+
+    def px_y(v):
+        return (yr[1] - v) / (yr[1] - yr[0]) * ph
+
+    bars = [(px_x(p["xi"][0]), px_y(p["y"]) - 3, px_x(p["xi"][1]), px_y(p["y"]) + 3) for p in pts if p["xi"]]
+    bars += [(px_x(p["x"]) - 3, px_y(p["yi"][1]), px_x(p["x"]) + 3, px_y(p["yi"][0])) for p in pts if p["yi"]]
+    offsets = place_labels(pix, [_box_size(t) for t in texts], pw, ph, obstacles=bars)
     for p, t, (dx, dy) in zip(pts, texts, offsets, strict=True):
         fig.add_annotation(x=p["x"], y=p["y"], ax=dx, ay=dy, axref="pixel", ayref="pixel", text=t,
                            showarrow=True, arrowhead=0, arrowwidth=0.8, arrowcolor="#999", standoff=7,
-                           font={"size": FONT_PX, "color": colours.run_colour(p["name"])},
-                           bgcolor="rgba(255,255,255,0.85)", borderpad=1, name=p["name"])
+                           font={"size": FONT_PX, "color": "#222"}, bordercolor=colours.run_colour(p["name"]),
+                           borderwidth=1, bgcolor="rgba(255,255,255,0.9)", borderpad=1, name=p["name"])
     splits = sorted({p["split"] for p in pts if p["split"]})
     ylabel = ("worst accuracy under attack" if not robust_key else f"accuracy under {robust_key.split('/')[0]}") + \
         (f" ({', '.join(splits)} split)" if splits else "")
