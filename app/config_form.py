@@ -60,9 +60,6 @@ def help_of(dotted: str, default=None) -> str:
     return (meta["help"] + "  \n" if meta["help"] else "") + tail
 
 
-HELP = {d: C.field_meta(d)["help"] for d in C.FIELD_META}  # kept for callers that want the text alone
-
-
 def key(dotted: str) -> str:
     return f"cfg.{dotted}"
 

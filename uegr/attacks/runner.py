@@ -6,8 +6,8 @@ Metrics follow TextAttack's own definitions (over the N attacked examples):
   accuracy under attack   = failed / N
   attack success rate     = successful / (successful + failed)
   avg perturbed word %    = mean over successful attacks of 100 * changed words / words
-Every non-skipped record counts its changed words ("words_changed"), failed attacks' best attempts too.
   avg queries             = mean model queries over successful + failed attacks
+Every non-skipped record counts its changed words ("words_changed"), a failed attack's best attempt too.
 """
 
 from __future__ import annotations
