@@ -136,7 +136,7 @@ def show_errors(errors: dict[str, str], slots: dict) -> None:
         (target or st).error(f"**{label_of(dotted)}** (`{dotted}`): {msg}", icon=":material/error:")
 
 
-def _defaults() -> dict:
+def field_defaults() -> dict:
     return {f"{s}.{f}": info["default"] for s, fs in C.field_docs().items() for f, info in fs.items()}
 
 
@@ -178,7 +178,7 @@ def method_groups(method: str) -> list[tuple[str, list[str]]]:
 
 
 def render_section(section: str, slots: dict, columns: int = 3, skip: set | None = None) -> None:
-    defaults = _defaults()
+    defaults = field_defaults()
     docs = C.field_docs()[section]
     skip = set(skip or ()) | CUSTOM
     if section == "method":
@@ -233,7 +233,7 @@ def preset_limits(preset: str) -> dict[str, object]:
     """The limits a preset sets that differ from the built-in defaults (shown next to the dataset)."""
     if preset == "(defaults)":
         return {}
-    vals, defaults = preset_values(preset), _defaults()
+    vals, defaults = preset_values(preset), field_defaults()
     return {d: vals[d] for d in LIMIT_FIELDS if vals[d] != defaults[d]}
 
 

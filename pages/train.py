@@ -188,7 +188,7 @@ with tabs[1]:
     # -------- the limits a preset sets, in view (not hidden in an expander)
     st.markdown("**Size limits**")
     limits = F.preset_limits(st.session_state.get("preset", "quick-demo"))
-    defaults = F._defaults()
+    defaults = F.field_defaults()
     lc = st.columns(4)
     for i, dotted in enumerate(F.LIMIT_FIELDS):
         with lc[i]:
