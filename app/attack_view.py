@@ -166,3 +166,64 @@ def attack_and_explain(path: str, text: str, label: int | None, recipe: str, que
     a_orig = attribute(model, tok, rec["original_text"], target=target, steps=steps, words=fast, label_names=names)
     a_adv = attribute(model, tok, rec["perturbed_text"], target=target, steps=steps, words=fast, label_names=names)
     return {"record": rec, "attr_orig": a_orig, "attr_adv": a_adv}
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+RESULT_WORDS = {"successful": "flipped", "failed": "held", "skipped": "already wrong"}
+
+
+def changes_text(original: str, perturbed: str) -> str:
+    """The word edits of one record as 'old → new' pairs (records of dataset attacks keep no word lists)."""
+    from uegr.attacks.runner import word_diff
+
+    a, b = word_diff(original.split(), perturbed.split())
+    if len(a) == len(b):
+        return " · ".join(f"{x} → {y}" for (x, c), (y, _) in zip(a, b, strict=True) if c) or "-"
+    removed = " ".join(w for w, c in a if c)
+    added = " ".join(w for w, c in b if c)
+    return f"{removed or '∅'} → {added or '∅'}"
+
+
+def records_table(records: list[dict]) -> list[dict]:
+    """One row per attacked example: what a reader scans first (result, the sentences, the edits, cost)."""
+    rows = []
+    for r in records:
+        skipped = r["result"] == "skipped"
+        rows.append({"#": r.get("index"), "result": RESULT_WORDS.get(r["result"], r["result"]),
+                     "changes": "-" if skipped else changes_text(r["original_text"], r["perturbed_text"]),
+                     "original": r["original_text"], "adversarial": "" if skipped else r["perturbed_text"],
+                     "words changed": r.get("words_changed", 0), "queries": r.get("num_queries"),
+                     "prediction": f"{r.get('original_prediction_name', r.get('original_prediction'))} → "
+                                   f"{r.get('perturbed_prediction_name', r.get('perturbed_prediction'))}"})
+    return rows
+
+
+def flip_gallery(records_a: list[dict], records_b: list[dict]) -> dict[str, list[dict]]:
+    """Sentences both runs were attacked on where exactly one model flips: {"a_holds": [...], "b_holds": [...]}.
+
+    Each item: index, original text, and the adversarial sentence that fooled the other model."""
+    by_a = {r["index"]: r for r in records_a if "index" in r}
+    by_b = {r["index"]: r for r in records_b if "index" in r}
+    out: dict[str, list[dict]] = {"a_holds": [], "b_holds": []}
+    for i in sorted(set(by_a) & set(by_b)):
+        ra, rb = by_a[i], by_b[i]
+        if ra["original_text"] != rb["original_text"]:
+            continue
+        if ra["result"] == "failed" and rb["result"] == "successful":
+            out["a_holds"].append({"index": i, "original": ra["original_text"], "fooled_other": rb["perturbed_text"],
+                                   "changes": changes_text(rb["original_text"], rb["perturbed_text"])})
+        elif rb["result"] == "failed" and ra["result"] == "successful":
+            out["b_holds"].append({"index": i, "original": rb["original_text"], "fooled_other": ra["perturbed_text"],
+                                   "changes": changes_text(ra["original_text"], ra["perturbed_text"])})
+    return out
+
+
+def explain_pair(path: str, original: str, perturbed: str, target: int, steps: int = 32) -> tuple[dict, dict]:
+    """Integrated-Gradients attributions of both sentences to the class predicted on the original."""
+    from uegr.explain import attribute
+
+    model, tok = load(path)
+    names = label_names(model)
+    fast = getattr(tok, "is_fast", False)
+    return (attribute(model, tok, original, target=target, steps=steps, words=fast, label_names=names),
+            attribute(model, tok, perturbed, target=target, steps=steps, words=fast, label_names=names))

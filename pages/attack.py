@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import streamlit as st
@@ -16,6 +17,12 @@ from uegr.runs import RunError
 st.title("Attack lab")
 st.caption("Adversarial attacks with TextAttack recipes that run offline, explained with Captum's "
            "Integrated Gradients. Models are loaded read-only and cached; nothing here trains or changes them.")
+common.provenance_row([
+    ("paper", "UEGR is more robust to attacks",
+     "The abstract claims better robust accuracy than the baselines on 13 datasets."),
+    ("not reproduced", "docs/results.md: not distinguishable from vanilla at this scale — see for yourself below",
+     "On SST-2 (500 attacked sentences per run, 3 seeds) UEGR was not distinguishable from vanilla fine-tuning."),
+])
 
 store = common.store()
 runs = [r for r in store.list() if r.has_checkpoint("best") or r.has_checkpoint("last")]
@@ -33,13 +40,20 @@ unavailable = [r for r in all_recipes if not r["available"]]
 rec_by_name = {r["name"]: r for r in all_recipes}
 
 
-def _recipe_picker(key: str) -> str | None:
+# One sentence: word swaps over many candidates flip short sentences where one random character edit per
+# word (deepwordbug) often runs out of moves after ~13 queries. Datasets: the usual deepwordbug.
+SENTENCE_RECIPES = ("textfooler-lite", "pwws", "deepwordbug")
+
+
+def _recipe_picker(key: str, preferred: tuple[str, ...] = ()) -> str | None:
     if not available:
         st.error("No attack recipe can run here (see the reasons below).")
         return None
     names = [r["name"] for r in available]
+    wanted = [st.query_params.get("recipe"), *preferred]  # ?recipe= deep link
+    first = next((names.index(n) for n in wanted if n in names), 0)
     name = st.selectbox("Recipe", names, key=key, format_func=lambda n: f"{n} ({rec_by_name[n]['kind']})",
-                        help="Only recipes that run offline on this machine are offered.")
+                        index=first, help="Only recipes that run offline on this machine are offered.")
     r = rec_by_name[name]
     st.caption(f"{r['description']}" + (f" — {r['paper']}" if r.get("paper") else ""))
     return name
@@ -96,13 +110,19 @@ chosen = c1.multiselect("Models (vanilla = baseline)", names, default=default, k
 hf_path = c2.text_input("…or a local Hugging Face classifier folder", key="atk_hf", placeholder="/path/to/model")
 c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
 with c1:
-    recipe = _recipe_picker("atk_recipe")
+    recipe = _recipe_picker("atk_recipe", SENTENCE_RECIPES)
 budget = c2.number_input("Query budget", 10, 100_000, 2000, step=100, key="atk_budget",
                          help="Model queries allowed per attack; an attack that runs out has failed.")
-max_perturb = c3.slider("Max perturbed words", 0.05, 1.0, 0.3, 0.05, key="atk_maxp",
-                        help="Fraction of the words the attack may change (1 = no cap).")
+max_perturb = c3.slider("Max perturbed words", 0.05, 1.0, 1.0, 0.05, key="atk_maxp",
+                        help="Fraction of the words the attack may change (1 = no cap). The default is no cap: "
+                             "with 0.3, a five-word sentence may change only 2 words and most attacks fail at "
+                             "once. Dataset attacks below keep TextAttack's usual 0.3.")
 ig_steps = c4.number_input("IG steps", 8, 300, 50, step=8, key="atk_steps",
                            help="Integrated-gradients steps; more steps = smaller convergence delta.")
+n_words = len(text.split()) if text else 0
+if n_words and max_perturb < 1:
+    allowed = max(math.ceil(n_words * max_perturb), 1)
+    c3.caption(f"{allowed} of {n_words} words may change")
 _unavailable_note()
 
 targets: list[tuple[str, str]] = [(_run_label(n), str(by_name[n].best_checkpoint())) for n in chosen]
@@ -150,7 +170,8 @@ if results:
             m2.metric("After", f"{r['perturbed_prediction_name']} · {r['perturbed_confidence']:.0%}",
                       help="predicted class and its confidence on the adversarial sentence")
             st.caption(f"label attacked: {r['label_name']} · {r['num_queries']} queries · {r['seconds']:.2f} s · "
-                       f"{r['words_changed']}/{r['num_words']} words changed")
+                       f"**{r['words_changed']}/{r['num_words']} words changed**"
+                       + (" (best attempt)" if r["result"] == "failed" else ""))
             st.markdown("**Original**")
             st.markdown(av.diff_html(r.get("original_words") or [], "original", r["original_text"]), unsafe_allow_html=True)
             st.markdown("**Adversarial**" if r["result"] == "successful" else "**Best attempt (did not flip the label)**"
@@ -251,3 +272,70 @@ if rows:
     st.caption(f"Saved in `{job_run.analyses_dir}`; per-example records in the folder of the same name.")
 else:
     st.caption("None yet.")
+
+
+# ====================================================================== 3. per example, and where models differ
+def _saved_attacks(run) -> list[str]:
+    return sorted(n for n in run.analyses("attack-") if (run.analyses_dir / n).is_dir())
+
+
+saved = _saved_attacks(job_run)
+if saved:
+    st.subheader("Example by example")
+    pick = st.selectbox("Attack", saved, key="atk_examples_of",
+                        index=saved.index(aj.attack_name(job_recipe, job_split))
+                        if job_recipe and aj.attack_name(job_recipe, job_split) in saved else 0)
+    from uegr.attacks.runner import read_records
+
+    recs = read_records(job_run.analyses_dir / pick)
+    table = av.records_table(recs)
+    st.caption("Select a row to see its word diff and the attributions of both sentences.")
+    event = st.dataframe(table, hide_index=True, width="stretch", key="atk_examples", on_select="rerun",
+                         selection_mode="single-row", height=min(38 + 35 * len(table), 400),
+                         column_config={"changes": st.column_config.TextColumn(width="medium"),
+                                        "original": st.column_config.TextColumn(width="large"),
+                                        "adversarial": st.column_config.TextColumn(width="large")})
+    rows_sel = event.selection.rows if event is not None else []
+    if rows_sel:
+        r = recs[rows_sel[0]]
+        if r["result"] == "skipped":
+            st.info("The model already got this sentence wrong, so it was not attacked.")
+        else:
+            from uegr.attacks.runner import word_diff
+
+            a, b = word_diff(r["original_text"].split(), r["perturbed_text"].split())
+            d1, d2 = st.columns(2)
+            d1.markdown("**Original**")
+            d1.markdown(av.diff_html(a, "original", r["original_text"]), unsafe_allow_html=True)
+            d2.markdown("**Adversarial**" if r["result"] == "successful" else "**Best attempt (held)**")
+            d2.markdown(av.diff_html(b, "perturbed", r["perturbed_text"]), unsafe_allow_html=True)
+            try:
+                a_o, a_p = av.explain_pair(str(job_run.best_checkpoint()), r["original_text"], r["perturbed_text"],
+                                           int(r["original_prediction"]))
+            except (ModelLoadError, RunError, OSError, ValueError) as exc:
+                st.error(f"Attributions unavailable: {exc}")
+            else:
+                st.markdown(av.legend_html(), unsafe_allow_html=True)
+                d1.markdown(av.attribution_html(a_o["tokens"], a_o["scores"]), unsafe_allow_html=True)
+                d2.markdown(av.attribution_html(a_p["tokens"], a_p["scores"]), unsafe_allow_html=True)
+
+    others = [n for n in names if n != job_run.name and pick in _saved_attacks(by_name[n])]
+    st.subheader("Where one model flips and the other holds")
+    if not others:
+        st.caption(f"Run the same attack ({pick.removeprefix('attack-')}) on another run to compare them sentence "
+                   "by sentence.")
+    else:
+        other = by_name[st.selectbox("Against", others, key="atk_gallery_other", format_func=_run_label)]
+        gal = av.flip_gallery(recs, read_records(other.analyses_dir / pick))
+        g1, g2 = st.columns(2)
+        for col, key_, holder, flipper in ((g1, "a_holds", job_run.name, other.name),
+                                           (g2, "b_holds", other.name, job_run.name)):
+            with col:
+                st.markdown(f"**{holder} holds, {flipper} flips** ({len(gal[key_])})")
+                for item in gal[key_][:8]:
+                    with st.container(border=True):
+                        st.markdown(f"#{item['index']} · {item['original']}")
+                        st.caption(f"fooled {flipper}: {item['fooled_other']} ({item['changes']})")
+                if not gal[key_]:
+                    st.caption("None among the sentences both were attacked on.")
+

@@ -57,10 +57,20 @@ else:
         metric = st.radio("Bars", ["under_attack", "success_rate", "perturbed_pct"], key="cmp_bar_metric",
                           format_func={"under_attack": "accuracy under attack", "success_rate": "attack success rate",
                                        "perturbed_pct": "perturbed words %"}.get)
-    fig, front = cv.pareto_scatter(rows, robust_key)
+    fig, front = cv.pareto_scatter(rows, robust_key, {n: cv.clean_n(by_name[n]) for n in chosen})
     with c1:
-        st.plotly_chart(fig, key="cmp_scatter")
+        st.plotly_chart(fig, key="cmp_scatter", width="content", config={"displaylogo": False})
     c2.caption("On the Pareto front: " + (", ".join(front) if front else "-"))
+    c2.caption("Each run keeps its colour on every page; the marker's shape is its method (circle UEGR, square "
+               "vanilla, diamond R-Drop, triangle FreeLB, cross CHILD-TUNING_D, star RoAST). Clean accuracy is "
+               "the best validation score; robust accuracy comes from the attacked split named on the axis, "
+               "usually far fewer sentences — hence its wider interval.")
+    with c2:
+        common.provenance_row([
+            ("paper", "UEGR: better clean and robust accuracy",
+             "The abstract claims UEGR improves both clean and robust accuracy."),
+            ("not reproduced", "on SST-2 here", "docs/results.md (SST-2, 3 seeds, 500 attacked sentences per run): "
+                                               "UEGR is not distinguishable from vanilla fine-tuning.")])
     st.plotly_chart(cv.attack_bars(rows, metric), key="cmp_bars")
     st.caption("Attack metrics follow TextAttack: accuracy under attack = failed / N; success rate = successful / "
                "(successful + failed); N may differ between runs — see the attacked_n columns.")
@@ -80,6 +90,18 @@ else:
                        "each sentence's own difficulty, so it is much sharper than comparing the two accuracies.")
         else:
             st.info("No attack was run on both the reference and another chosen run.")
+
+# ------------------------------------------------------------------ training curves
+st.header("Training curves", divider="gray")
+curves = cv.curve_figures([by_name[n] for n in chosen])
+if curves:
+    cc = st.columns(len(curves))
+    for col, (title, fig) in zip(cc, curves, strict=True):
+        col.plotly_chart(fig, key="cmp_curve_" + title.split(" ")[0].lower(), config={"displaylogo": False})
+    st.caption("Validation accuracy as recorded; training loss smoothed (EMA 0.9, faint = raw). Same run colours "
+               "as above and on Live.")
+else:
+    st.caption("No metrics logged yet.")
 
 lands = [r for r in rows if any(r.get(c) is not None for c in BASE_COLUMNS if c.startswith(("hessian", "sharpness")))]
 if lands:

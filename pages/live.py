@@ -55,6 +55,18 @@ def series_for(name: str) -> charts.RunSeries:
     return s
 
 
+def _method_note(shown: list) -> None:
+    """Which curves are the paper's ingredients and which are this project's choices (UEGR runs only)."""
+    if not any("js" in m for s in shown for _, m in s.cols):
+        return
+    common.provenance_row([
+        ("paper", "adversarial loss, divergence between sub-models, selective update (kept fraction)",
+         "Adversarial samples, adaptive-dropout sub-models and a selective update."),
+        ("project", "JS as the divergence, loss weights, K and rate range, mask rule and refresh",
+         "The JS form, the weights, K, the dropout-rate range, the l_inf adversary and the Fisher top-k mask: "
+         "see docs/method.md.")])
+
+
 @st.fragment(run_every=1)
 def live_view() -> None:
     t0 = time.perf_counter()
@@ -90,9 +102,13 @@ def live_view() -> None:
                 if tail:
                     st.code(tail, language="text")
     figs = charts.live_figures(shown, method, weight, window)
-    st.caption(charts.smoothing_caption(method, weight, window) + " Validation accuracy and learning rate are never smoothed.")
+    st.caption(charts.smoothing_caption(method, weight, window) + " Only the loss, divergence and gradient norm are "
+               "smoothed; accuracy, learning rate, dropout rates and kept fractions are drawn as recorded (steps "
+               "jump at each mask refresh). One colour per run, on every page; dashes tell a run's parts apart.")
     if not figs:
         st.info("No metrics logged yet: the first step appears here within a second of being written.")
+    if figs:
+        _method_note(shown)
     cols = st.columns(2)
     for i, (title, fig) in enumerate(figs):
         with cols[i % 2]:

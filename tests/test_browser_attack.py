@@ -31,6 +31,46 @@ SHOTS = ROOT / "docs" / "screenshots"
 SENTENCE = "A gripping, beautifully acted film that never loses its nerve."
 
 
+WORD_COUNTS = """() => Array.from(document.querySelectorAll("[data-testid='stColumn']"))
+    .filter(col => /\\d+\\/\\d+ words changed/.test(col.innerText) && col.querySelector('h3'))
+    .map(col => ({said: parseInt(col.innerText.match(/(\\d+)\\/\\d+ words changed/)[1]),
+                  marked: col.querySelectorAll("span[style*='line-through']").length,
+                  failed: col.innerText.includes('attack failed')}))"""
+# {run: [colours of its traces]} in the chart whose title starts with TITLE
+RUN_COLOURS = """() => {
+    const el = Array.from(document.querySelectorAll('.js-plotly-plot'))
+        .find(e => (((e.layout || {}).title || {}).text || '').replace(/<[^>]+>/g, '').startsWith('TITLE'));
+    if (!el || !el._fullData) return null;
+    const out = {};
+    for (const t of el._fullData) {
+        if (!t.meta) continue;
+        const c = t.mode && t.mode.includes('markers') && !t.mode.includes('lines') ? t.marker.color : t.line.color;
+        (out[t.meta] = out[t.meta] || []).push(c);
+    }
+    return Object.keys(out).length ? out : null;
+}"""
+LABEL_BOXES = """() => {
+    const el = Array.from(document.querySelectorAll('.js-plotly-plot'))
+        .find(e => (((e.layout || {}).title || {}).text || '').replace(/<[^>]+>/g, '').startsWith('Clean vs robust'));
+    if (!el) return null;
+    const boxes = Array.from(el.querySelectorAll('g.annotation-text-g')).map(g => {
+        const r = g.getBoundingClientRect();
+        return {l: r.left, r: r.right, t: r.top, b: r.bottom, text: g.textContent};
+    });
+    return boxes.length ? boxes : null;
+}"""
+
+
+def _wait_js(page, script: str, what: str, timeout: float = 60.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = page.evaluate(script)
+        if v:
+            return v
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
 def _settle(page, timeout: float = 120.0) -> None:
     """Wait until the script run has finished drawing (Streamlit streams elements while it runs)."""
     end = time.time() + timeout
@@ -58,8 +98,9 @@ def server(tmp_path_factory):
                   "--set", "runtime.eval_every=2"]
         _cli(home, "train", *common, "--name", "tiny-vanilla", "--set", "method.name=vanilla")
         _cli(home, "train", *common, "--name", "tiny-uegr")
-        _cli(home, "attack", "tiny-uegr", "--recipe", "deepwordbug", "-n", "2", "--split", "test",
-             "--query-budget", "200")
+        for name in ("tiny-uegr", "tiny-vanilla"):  # both attacked: two points, two labels on Compare
+            _cli(home, "attack", name, "--recipe", "deepwordbug", "-n", "2", "--split", "test",
+                 "--query-budget", "200")
     log = tmp_path_factory.mktemp("streamlit_log") / "streamlit.log"
     proc, url = serve.start(home, log=log)
     yield url
@@ -73,11 +114,14 @@ def test_attack_two_models_diff_and_attributions(server):
         browser = p.chromium.launch(executable_path=serve.CHROMIUM, args=serve.CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
         try:
-            page.goto(url + "/attack")
+            page.goto(url + "/attack?recipe=deepwordbug")  # the fastest recipe to build on tiny models
             page.get_by_role("button", name="Attack", exact=True).wait_for(timeout=120_000)
             box = page.get_by_role("textbox", name="Sentence to attack")
             box.fill(SENTENCE)
             box.press("Control+Enter")  # commit the text area
+            budget = page.get_by_role("spinbutton", name="Query budget", exact=True)
+            budget.fill("12")  # a small budget: attacks fail, and show their best attempt
+            budget.press("Enter")
             time.sleep(1.5)
             page.get_by_text("· vanilla", exact=False).first.wait_for(timeout=10_000)  # preselected baseline
             page.get_by_role("button", name="Attack", exact=True).click()
@@ -95,6 +139,11 @@ def test_attack_two_models_diff_and_attributions(server):
             assert n_attr >= 2 * 2 * 8, n_attr
             assert page.get_by_text("for the target class").count() >= 1
             assert page.get_by_text("convergence delta", exact=False).count() == 4
+            # every model's "N/M words changed" equals the words its diff marks, failed attacks included
+            counts = page.evaluate(WORD_COUNTS)
+            assert len(counts) == 2 and all(c["said"] == c["marked"] for c in counts), counts
+            assert any(c["failed"] and c["marked"] > 0 for c in counts) or \
+                all(not c["failed"] for c in counts), counts
             if shots:
                 SHOTS.mkdir(parents=True, exist_ok=True)
                 page.set_viewport_size({"width": 1500, "height": 2400})  # the app scrolls inside its own container
@@ -102,9 +151,18 @@ def test_attack_two_models_diff_and_attributions(server):
                 page.screenshot(path=str(SHOTS / "attack.png"), full_page=True)
                 page.set_viewport_size({"width": 1500, "height": 1000})
 
+            # one run, one colour: its curves on Live and its point on Compare
+            page.goto(url + "/live?run=tiny-uegr")
+            live = _wait_js(page, RUN_COLOURS.replace("TITLE", "Loss"), "the Live loss chart")
             page.goto(url + "/compare")
             page.locator("[data-testid='stDataFrame']").first.wait_for(timeout=120_000)
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+            scatter = _wait_js(page, RUN_COLOURS.replace("TITLE", "Clean vs robust"), "the Compare scatter")
+            assert set(live["tiny-uegr"]) == set(scatter["tiny-uegr"]) == {live["tiny-uegr"][0]}, (live, scatter)
+            boxes = _wait_js(page, LABEL_BOXES, "the scatter's labels")
+            assert len(boxes) == 2 and all("n =" in b["text"] for b in boxes), boxes
+            a, b = boxes
+            assert a["r"] <= b["l"] or b["r"] <= a["l"] or a["b"] <= b["t"] or b["b"] <= a["t"], boxes
             sentence = page.get_by_role("textbox", name="Sentence")
             sentence.fill(SENTENCE)
             sentence.press("Enter")

@@ -6,6 +6,7 @@ slice attack runs the real `uegr attack` CLI as a background job started by the 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -66,6 +67,11 @@ def test_attack_page_typed_sentence(home):
     assert not at.exception
     assert any("empty" in w.value for w in at.warning)
 
+    recipe = at.selectbox(key="atk_recipe")
+    if "textfooler-lite" in recipe.options:  # one sentence: a word-swap recipe that flips short sentences
+        assert recipe.value == "textfooler-lite"
+    assert at.slider(key="atk_maxp").value == 1.0  # no cap: 0.3 of 5 words = 2 words, most attacks fail
+    recipe.set_value("deepwordbug")  # the fastest to build on tiny models
     at.text_area(key="atk_text").input("a <b>gripping</b> & beautifully acted film")
     at.number_input(key="atk_steps").set_value(16)
     at.button(key="atk_go").click()
@@ -81,6 +87,7 @@ def test_attack_page_typed_sentence(home):
         assert rec["result"] in ("successful", "failed", "skipped") and rec["num_queries"] >= 1
         assert r["attr_orig"]["target"] == rec["original_prediction"] == r["attr_adv"]["target"]
         assert r["attr_orig"]["steps"] == 16
+        assert rec["words_changed"] == sum(c for _, c in rec["original_words"])  # the badge's count = the diff
     md = _md(at)
     assert "&lt;b&gt;" in md and "&amp;" in md and "<b>" not in md  # user text is escaped
     assert "for the target class" in md and "Original" in md
@@ -124,6 +131,10 @@ def test_attack_slice_job_and_compare(home):
     assert any(s.value.startswith("deepwordbug on test: 2 examples") for s in at.success)
     table = at.dataframe[0].value
     assert list(table["analysis"]) == ["attack-deepwordbug-test"]
+    examples = at.dataframe[1].value  # one row per attacked sentence
+    assert list(examples.columns[:5]) == ["#", "result", "changes", "original", "adversarial"]
+    assert len(examples) == 2 and set(examples["result"]) <= {"flipped", "held", "already wrong"}
+    assert any("Run the same attack" in c.value for c in at.caption)  # no second run attacked yet
 
     cmp = _page("../pages/compare.py")
     rows = cmp.dataframe[0].value
@@ -148,6 +159,14 @@ def test_attack_slice_job_and_compare(home):
     cmp.selectbox(key="cmp_reference").select("tiny-uegr")
     cmp.run()
     assert not cmp.exception, [e.value for e in cmp.exception]
+    scatter = json.loads(cmp.get("plotly_chart")[0].proto.spec)
+    labels = [a["text"] for a in scatter["layout"]["annotations"]]
+    assert len(labels) == 2 and all("n = " in t and "val" in t and "test" in t for t in labels)
+    at.selectbox(key="atk_job_run").select("tiny-uegr")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="atk_gallery_other").value == "tiny-vanilla"
+    assert any("holds," in m.value and "flips" in m.value for m in at.markdown)
     paired = cmp.dataframe[1].value
     assert list(paired["run"]) == ["tiny-vanilla"] and list(paired["reference"]) == ["tiny-uegr"]
     assert list(paired["attack"]) == ["deepwordbug/test"] and list(paired["shared"]) == [2]

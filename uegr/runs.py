@@ -778,3 +778,36 @@ class RunStore:
             shutil.rmtree(target)
         finally:
             lock.release()
+
+
+# ---------------------------------------------------------------- tags and notes (written by people, not jobs)
+ANNOTATIONS = "annotations.json"  # runs/<name>/annotations.json: {"tags": [...], "notes": "..."}
+TAG_RE = re.compile(r"^[\w.+-]{1,40}$")
+
+
+def read_annotations(run: Run) -> dict:
+    """A run's tags and notes ({"tags": [], "notes": ""} when none were written or the file is unreadable)."""
+    try:
+        raw = json.loads((run.path / ANNOTATIONS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raw = {}
+    tags = raw.get("tags") if isinstance(raw, dict) else None
+    notes = raw.get("notes") if isinstance(raw, dict) else None
+    return {"tags": [str(t) for t in tags] if isinstance(tags, list) else [],
+            "notes": notes if isinstance(notes, str) else ""}
+
+
+def write_annotations(run: Run, tags: list[str], notes: str) -> dict:
+    """Replace a run's tags and notes atomically. Tags: letters, digits, '_', '.', '+', '-' (1-40 chars)."""
+    clean = []
+    for t in tags:
+        t = str(t).strip()
+        if not t:
+            continue
+        if not TAG_RE.match(t):
+            raise RunError(f"tag {t!r} is not allowed: use letters, digits, '_', '.', '+' or '-' (at most 40)")
+        if t not in clean:
+            clean.append(t)
+    payload = {"tags": clean, "notes": str(notes), "updated": time.time()}
+    _atomic_write(run.path / ANNOTATIONS, json.dumps(payload, indent=1))
+    return {"tags": clean, "notes": str(notes)}

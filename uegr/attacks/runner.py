@@ -7,6 +7,7 @@ Metrics follow TextAttack's own definitions (over the N attacked examples):
   attack success rate     = successful / (successful + failed)
   avg perturbed word %    = mean over successful attacks of 100 * changed words / words
   avg queries             = mean model queries over successful + failed attacks
+Every non-skipped record counts its changed words ("words_changed"), a failed attack's best attempt too.
 """
 
 from __future__ import annotations
@@ -120,6 +121,12 @@ def _result_type(result) -> str:
 
 def word_diff(original_words: list[str], perturbed_words: list[str]):
     """([(word, changed)] for the original, [(word, changed)] for the perturbed text)."""
+    if len(original_words) == len(perturbed_words):
+        # Word swaps and character edits keep the word count: position by position, exactly the words
+        # TextAttack counts as changed (AttackedText.all_words_diff), so a badge's count equals its diff.
+        flags = [a != b for a, b in zip(original_words, perturbed_words, strict=True)]
+        return ([(w, f) for w, f in zip(original_words, flags, strict=True)],
+                [(w, f) for w, f in zip(perturbed_words, flags, strict=True)])
     sm = difflib.SequenceMatcher(a=original_words, b=perturbed_words, autojunk=False)
     a = [(w, True) for w in original_words]
     b = [(w, True) for w in perturbed_words]
@@ -136,7 +143,14 @@ def _record(result, label: int, seconds: float, label_names: list[str] | None, d
     rtype = _result_type(result)
     o_text, p_text = orig.attacked_text, pert.attacked_text
     n_words = len(o_text.words)
-    changed = len(o_text.all_words_diff(p_text)) if rtype == "successful" else 0
+    # A failed attack still shows its best attempt; its changed words count too (only "skipped" changed none).
+    o_words, p_words = list(o_text.words), list(p_text.words)
+    if rtype == "skipped":
+        changed = 0
+    elif len(o_words) == len(p_words):
+        changed = len(o_text.all_words_diff(p_text))
+    else:
+        changed = sum(c for _, c in word_diff(o_words, p_words)[0])
     o_probs = orig.raw_output.tolist() if hasattr(orig.raw_output, "tolist") else list(orig.raw_output)
     p_probs = pert.raw_output.tolist() if hasattr(pert.raw_output, "tolist") else list(pert.raw_output)
     o_pred, p_pred = int(orig.output), int(pert.output)
@@ -159,7 +173,7 @@ def _record(result, label: int, seconds: float, label_names: list[str] | None, d
         "seconds": round(seconds, 4),
     }
     if diff:
-        rec["original_words"], rec["perturbed_words"] = word_diff(list(o_text.words), list(p_text.words))
+        rec["original_words"], rec["perturbed_words"] = word_diff(o_words, p_words)
     return rec
 
 
