@@ -86,7 +86,9 @@ def seed_everything(seed: int) -> None:
 
 class Trainer:
     def __init__(self, cfg: Config, run: Run | None = None, callbacks: list[Callback] | None = None,
-                 dataset: TextDataset | None = None, resume: bool = False):
+                 dataset: TextDataset | None = None, resume: bool = False, model=None):
+        """`model`: an optional (model, tokenizer) to train instead of loading cfg.model (the Learn page
+        trains a copy of its cached model); it should use attn_implementation_for(cfg)."""
         from accelerate import Accelerator
 
         self.cfg = validate(cfg)
@@ -104,8 +106,8 @@ class Trainer:
 
         self.dataset = dataset or load_dataset(cfg.data)
         self.attn = attn_implementation_for(cfg)
-        model, self.tokenizer = load_model(cfg.model, self.dataset.num_labels, self.dataset.label_names,
-                                           self.attn, seed=o.seed)
+        model, self.tokenizer = model or load_model(cfg.model, self.dataset.num_labels, self.dataset.label_names,
+                                                    self.attn, seed=o.seed)
         self.method = build_method(cfg.method, o.seed)
         self.method.prepare(model)
 
