@@ -321,3 +321,149 @@ def _update_report(before, after, prefixes, updater, optimizer, lr: float) -> di
         r["selective"] = r["name"] in masks
     return {"rows": rows, "kept_elements": kept_el, "frozen_elements": frozen_el,
             "frozen_max_excess": worst_excess, "masked": bool(masks)}
+
+
+# ---------------------------------------------------------------------------------------------- play
+def sample_batches(n_batches: int = 4, size: int = 8, offset: int = 0) -> list[tuple[list[str], list[int]]]:
+    """A fixed small set of batches for "play": `n_batches` batches of `size` built-in sentences."""
+    out = []
+    for i in range(n_batches):
+        texts, labels, _ = sample_batch(size, offset + i)
+        out.append((texts, labels))
+    return out
+
+
+class Player:
+    """N real training steps on a fixed set of batches, from a copy of the given weights.
+
+    One Trainer lives as long as the player, so the optimizer's moments, the saliency EMA, the mask and
+    its refresh schedule carry over from step to step as in real training. Each `step()` runs
+    `Trainer.train_step` on batch (step mod number of batches) and appends a record to `history`.
+    Its RNG stream is its own (kept between steps), so two players with the same seed agree step by step.
+    """
+
+    def __init__(self, model, tokenizer, batches: list[tuple[list[str], list[int]]], method_cfg: MethodConfig,
+                 seed: int = 0, *, lr: float = 2e-5, weight_decay: float = 0.01, grad_clip: float = 1.0,
+                 max_length: int = 64, horizon: int = 100):
+        if not batches:
+            raise ValueError("Player needs at least one batch")
+        self.method_cfg = method_cfg
+        self.batches = [collate_batch(tokenizer, t, y, max_length) for t, y in batches]
+        texts = [t for b, _ in batches for t in b]
+        labels = [y for _, b in batches for y in b]
+        config = learn_config(method_cfg, seed, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip,
+                              max_length=max_length, batch_size=len(batches[0][0]), horizon=horizon)
+        with isolated_rng(seed) as rng:
+            self.trainer = make_trainer(model, tokenizer, texts, labels, config)
+        self._rng = rng
+        self.history: list[dict] = []
+
+    @property
+    def steps_done(self) -> int:
+        return self.trainer.step
+
+    def step(self) -> dict:
+        tr = self.trainer
+        index = tr.step % len(self.batches)
+        with isolated_rng(state=self._rng) as rng:
+            t0 = time.perf_counter()
+            parts, grad_norm, refreshed = tr.train_step(self.batches[index])  # the trainer's own step
+            seconds = time.perf_counter() - t0
+            tr.step += 1  # what Trainer._loop does after each step: the refresh schedule and progress read it
+        self._rng = rng
+        parts = as_floats(parts)
+        k = sum(1 for name in parts if name.startswith("rate_"))
+        rec = {"step": tr.step, "batch": index, "loss": parts["loss"], "clean": parts["clean"],
+               "adv": parts.get("adv"), "js": parts.get("js"), "rates": [parts[f"rate_{i}"] for i in range(k)],
+               "grad_norm": float(grad_norm), "refreshed": bool(refreshed), "seconds": seconds,
+               "kept_fraction": None, "mask_iou": None, "matrices": []}
+        up = tr.updater
+        if up is not None and up.reported_masks() is not None:
+            rows, _ = up.snapshot(1)  # per-matrix summaries; maps pooled to one cell (cheap)
+            rec["kept_fraction"] = sum(r["kept"] for r in rows) / max(sum(r["numel"] for r in rows), 1)
+            rec["matrices"] = [{"layer": r["layer"], "kind": r["kind"], "kept_fraction": r["kept_fraction"],
+                                "saliency_mass": r["saliency_mass"]} for r in rows]
+            if up.overlap_prev:
+                inter = sum(i for i, _ in up.overlap_prev)
+                union = sum(u for _, u in up.overlap_prev)
+                rec["mask_iou"] = inter / union if union else 1.0
+        self.history.append(rec)
+        return rec
+
+
+# ---------------------------------------------------------------------------------------------- ladder
+RUNGS = ("vanilla", "+ adversary", "+ sub-models and JS", "+ selective update")
+
+
+def ladder_configs(cfg: MethodConfig) -> list[tuple[str, MethodConfig]]:
+    """The four rungs, each adding one part of the method on top of the last, with the user's knobs:
+    vanilla fine-tuning; + one adversarial pass (K = 1, no JS); + K dropout sub-models and JS;
+    + the selective update (the full method)."""
+    r = dataclasses.replace
+    base = r(cfg, name="uegr", adv_enabled=True, selective_update=False)
+    return [(RUNGS[0], r(cfg, name="vanilla", selective_update=False)),
+            (RUNGS[1], r(base, k=1, lambda_js=0.0, js_include_clean=False)),
+            (RUNGS[2], base),
+            (RUNGS[3], r(base, selective_update=True))]
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()  # float32 sums over 22 M elements drift by ~1e-6
+    d = float(a.norm() * b.norm())
+    return max(-1.0, min(1.0, float(a @ b) / d)) if d > 0 else float("nan")
+
+
+def ladder(model, tokenizer, texts: list[str], labels: list[int], method_cfg: MethodConfig, seed: int = 0, *,
+           lr: float = 2e-5, weight_decay: float = 0.01, grad_clip: float = 1.0, max_length: int = 64,
+           progress=None) -> list[dict]:
+    """One training step per rung (`ladder_configs`) on the same batch, weights and seed, each through
+    Trainer.train_step with a fresh optimizer. Per rung: the loss parts; the gradient the optimizer applies
+    (norm before clipping, cosine with vanilla's and with the previous rung's); the update Δθ (norm, cosines)
+    and the fraction of weights the step moves (non-zero applied gradient; on Adam's first step exactly the
+    weights that move, weight decay aside). `progress(i, name)` is called before each rung."""
+    batch = collate_batch(tokenizer, texts, labels, max_length)
+    rows: list[dict] = []
+    first: tuple | None = None
+    prev: tuple | None = None
+    for i, (name, cfg) in enumerate(ladder_configs(method_cfg)):
+        if progress is not None:
+            progress(i, name)
+        config = learn_config(cfg, seed, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip,
+                              max_length=max_length, batch_size=len(texts))
+        with isolated_rng(seed):
+            trainer = make_trainer(model, tokenizer, texts, labels, config)
+            params = [p for p in trainer.raw_model.parameters() if p.requires_grad]
+            before = torch.cat([p.detach().flatten().float() for p in params])
+            seen: dict = {}
+
+            def observe(params=params, seen=seen) -> None:
+                seen["grad"] = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().float()
+                                          for p in params])
+
+            t0 = time.perf_counter()
+            with before_optimizer_step(trainer, observe):
+                parts, grad_norm, _ = trainer.train_step(batch)
+            seconds = time.perf_counter() - t0
+            update = torch.cat([p.detach().flatten().float() for p in params]) - before
+        parts = as_floats(parts)
+        grad = seen["grad"]
+        up = trainer.updater
+        rec = {"rung": name, "config": dataclasses.asdict(cfg), "seconds": seconds,
+               "loss": parts["loss"], "clean": parts["clean"],
+               "adv_term": cfg.lambda_adv * parts["adv"] if "adv" in parts else 0.0,
+               "js_term": cfg.lambda_js * parts["js"] if "js" in parts else 0.0,
+               "adv": parts.get("adv"), "js": parts.get("js"),
+               "grad_norm": float(grad_norm), "update_norm": float(update.norm()),
+               "moved_fraction": float((grad != 0).float().mean()),
+               "kept_fraction": up.kept_fraction() if up is not None else None}
+        if first is None:
+            first = (grad, update)
+        rec["grad_cos_vanilla"] = _cos(grad, first[0])
+        rec["update_cos_vanilla"] = _cos(update, first[1])
+        rec["grad_cos_previous"] = _cos(grad, prev[0]) if prev is not None else None
+        rec["update_cos_previous"] = _cos(update, prev[1]) if prev is not None else None
+        rec["loss_added"] = rec["loss"] - rows[-1]["loss"] if rows else None
+        rows.append(rec)
+        prev = (grad, update)
+        del trainer
+    return rows
