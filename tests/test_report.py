@@ -132,3 +132,20 @@ def test_report_renders_offline_in_chromium(home, report):
                 page.screenshot(path=str(shots / "report.png"))
         finally:
             browser.close()
+
+
+def test_word_diff_marks_changed_words():
+    from uegr.report import _word_diff_html
+
+    out = _word_diff_html("a truly good film", "a truly g00d film")
+    assert out.count("<del>") == 1 and "<del>good</del>" in out and "<ins>g00d</ins>" in out
+
+
+def test_report_buttons_on_runs_and_compare(home, monkeypatch):
+    from pagetools import open_page
+
+    monkeypatch.setenv("UEGR_HOME", str(home))
+    for page in ("../pages/runs.py", "../pages/compare.py"):
+        at = open_page(page)
+        labels = [b.proto.label for b in at.get("download_button")]
+        assert "Download HTML report" in labels, (page, labels)
