@@ -122,7 +122,7 @@ def lookup(term: str) -> dict[str, str]:
 
 def anchor(term: str) -> str:
     """The entry's anchor on the Glossary page."""
-    return re.sub(r"[^a-z0-9-]", "", lookup(term)["key"])
+    return re.sub(r"[^a-z0-9_-]", "", lookup(term)["key"])
 
 
 def as_markdown() -> str:
