@@ -62,12 +62,14 @@ def one_step() -> None:
         st.error(f"This combination of knobs does not run: {exc}")
         return
     wall = time.perf_counter() - t0
+    n = st.session_state["learn_step_runs"] = st.session_state.get("learn_step_runs", 0) + 1
     if changed:
         st.toast(f"Step ready in {wall:.1f} s", icon=":material/check_circle:")
     labels, names = r["labels"], r["label_names"]
     st.caption(f"Step time: {r['step_seconds']:.2f} s (the trainer's step: UEGR step + mask + optimizer), "
                f"{r['total_seconds']:.2f} s with the probes and reports on this page. Cached: the same knobs show "
-               "the stored result at once.")
+               f"the stored result at once. View #{n}" + (f", after {', '.join(k.removeprefix('learn_') for k in changed)} "
+                                                          f"changed: {wall:.1f} s." if changed else "."))
     K, js_clean = int(kn["learn_k"]), bool(kn["learn_js_clean"])
 
     # ------------------------------------------------------------------ 1
