@@ -71,7 +71,7 @@ def main() -> None:
                ("norm -> l2", click_text("l2")),
                ("adversary off", click_text("Adversary on")),
                ("selective update off", click_text("Selective update")),
-               ("K 4 -> 3 (cached: seen before)", slider("K (sub-models)", "ArrowLeft"))]
+               ("selective update on again (cached)", click_text("Selective update"))]
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=serve.CHROMIUM, args=serve.CHROMIUM_ARGS)

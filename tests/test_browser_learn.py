@@ -26,6 +26,7 @@ from app import serve  # noqa: E402
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 sync_api = browser_or_skip()
 SHOTS = ROOT / "docs" / "screenshots"
+WAIT = 900 if os.environ.get("UEGR_LEARN_MODEL", "tiny-bert") != "tiny-bert" else 120  # seconds; MiniLM is slower
 # Points on the chart(s) whose title contains `title` (while Streamlit swaps a chart, old and new coexist).
 POINTS_JS = """(title) => { const ds = Array.from(document.querySelectorAll('.js-plotly-plot')).filter(
     el => el.layout && el.layout.title && String(el.layout.title.text || '').includes(title));
@@ -49,7 +50,7 @@ def test_play_five_steps_gains_five_points(server):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
             page.goto(server + "/learn")
-            page.get_by_text("L_clean").first.wait_for(timeout=120_000)  # the one-step tab rendered
+            page.get_by_text("L_clean").first.wait_for(timeout=WAIT * 1000)  # the one-step tab rendered
             if shots:
                 SHOTS.mkdir(parents=True, exist_ok=True)
                 page.wait_for_timeout(1500)
@@ -60,7 +61,7 @@ def test_play_five_steps_gains_five_points(server):
             box.press("Enter")
             time.sleep(1.0)
             page.get_by_role("button", name=re.compile(r"Play$")).click()
-            seen, end = [], time.time() + 120
+            seen, end = [], time.time() + WAIT
             while time.time() < end:
                 n = page.evaluate(POINTS_JS, "losses per step")
                 if n >= 0 and (not seen or seen[-1] != n):
@@ -79,7 +80,7 @@ def test_play_five_steps_gains_five_points(server):
                 page.screenshot(path=str(SHOTS / "learn-play.png"))
                 page.get_by_role("tab", name="Ablation ladder").click()
                 page.get_by_role("button", name=re.compile(r"Run the ladder$")).click()
-                page.get_by_text("what each rung adds to the loss").first.wait_for(timeout=120_000)
+                page.get_by_text("what each rung adds to the loss").first.wait_for(timeout=WAIT * 1000)
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(SHOTS / "learn-ladder.png"))
         finally:

@@ -172,9 +172,12 @@ def test_player_runs_the_same_step_as_walk_step(tiny):
     """Play's first step on one batch is walk_step's step: same trainer step, same seed, same numbers."""
     model, tok = tiny
     cfg = MethodConfig(refresh_every=2)
+    torch.manual_seed(1234)
+    state = torch.get_rng_state()
     one = run(tiny, cfg, seed=5, lr=1e-3)
     player = Player(model, tok, [(TEXTS, LABELS)], cfg, 5, lr=1e-3)
     rec = player.step()
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random stream is left alone
     assert rec["loss"] == pytest.approx(one["losses"]["total"], rel=1e-6)
     assert rec["js"] == pytest.approx(one["losses"]["js"], rel=1e-6)
     assert rec["rates"] == pytest.approx(one["rates"])
