@@ -355,6 +355,11 @@ def play_body() -> None:
                    f"{terms.link('ffn_in')}, {terms.link('attn_out')}, ...")
     elif hist:
         st.caption("No mask: the selective update is off, or the mask warm-up has not ended.")
+    cfg = player.method_cfg
+    if cfg.k == 1 and not cfg.js_include_clean:
+        st.caption("K = 1 without the clean pass in JS: one distribution, so the L_JS line stays at 0.")
+    if not cfg.adv_enabled:
+        st.caption("Adversary off: L_adv is the sub-models' plain cross-entropy on clean embeddings.")
 
 
 with tab_play:
@@ -411,7 +416,10 @@ def ladder_body() -> None:
                         "dropout rate: its loss and gradient stay close to the adversary rung's.")
     st.markdown("\n".join(f"- {n}" for n in notes))
     st.caption("‖g‖: the gradient the optimizer gets, after masking, before clipping. Weights moved: elements with "
-               "a non-zero gradient; on Adam's first step exactly the ones that move (weight decay aside).")
+               "a non-zero gradient; on Adam's first step exactly the ones that move (weight decay aside). Even vanilla "
+               "moves only part of the model: word-embedding rows of tokens absent from the batch get no gradient "
+               "(MiniLM's embedding table is about half its weights). Adam's first step moves every such weight by "
+               "about lr (m̂/√v̂ = ±1), so ‖Δθ‖ mostly counts how many weights move; the cosines show the direction.")
 
 
 with tab_ladder:

@@ -32,6 +32,8 @@ POINTS_JS = """(title) => { const ds = Array.from(document.querySelectorAll('.js
     el => el.layout && el.layout.title && String(el.layout.title.text || '').includes(title));
     return ds.length ? Math.max(0, ...ds.flatMap(d => (d._fullData || []).map(t => (t.x || []).length))) : -1 }"""
 
+TABS_TOP = "() => document.querySelector('[data-baseweb=\"tab-list\"]').scrollIntoView()"
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -77,10 +79,13 @@ def test_play_five_steps_gains_five_points(server):
             assert page.evaluate(POINTS_JS, "losses per step") == 5
             assert page.get_by_role("button", name=re.compile(r"Pause$")).is_disabled()
             if shots:
+                page.evaluate(TABS_TOP)
+                page.wait_for_timeout(500)
                 page.screenshot(path=str(SHOTS / "learn-play.png"))
                 page.get_by_role("tab", name="Ablation ladder").click()
                 page.get_by_role("button", name=re.compile(r"Run the ladder$")).click()
                 page.get_by_text("what each rung adds to the loss").first.wait_for(timeout=WAIT * 1000)
+                page.evaluate(TABS_TOP)
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(SHOTS / "learn-ladder.png"))
         finally:
