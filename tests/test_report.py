@@ -1,7 +1,7 @@
 """`uegr report`: one self-contained HTML file from REAL tiny runs (trained, attacked and probed here through
 the CLI), checked as HTML and opened in Chromium with every network request aborted.
 
-With UEGR_SCREENSHOTS=1 the browser test also saves docs/screenshots/report.png.
+With UEGR_SCREENSHOTS=1 the browser test also saves docs/screenshots/report.png and report-run.png.
 """
 
 from __future__ import annotations
@@ -128,8 +128,9 @@ def test_report_renders_offline_in_chromium(home, report):
             if os.environ.get("UEGR_SCREENSHOTS") == "1":
                 shots = ROOT / "docs" / "screenshots"
                 shots.mkdir(parents=True, exist_ok=True)
-                page.locator("#run-r-uegr").scroll_into_view_if_needed()
                 page.screenshot(path=str(shots / "report.png"))
+                page.evaluate("document.getElementById('run-r-uegr').scrollIntoView()")
+                page.screenshot(path=str(shots / "report-run.png"))
         finally:
             browser.close()
 
