@@ -29,6 +29,14 @@ KNOBS = {"learn_model": os.environ.get("UEGR_LEARN_MODEL", "minilm"), "learn_bat
          "learn_freeze": _D.freeze_moments}
 # Knobs that do not change the step (which model and batch are handled separately).
 OUTSIDE_STEP = ("learn_model", "learn_batch")
+# Intra-op threads for the page's steps (uegr.teach.torch_threads says why 1); 0 = torch's default.
+THREADS = int(os.environ.get("UEGR_LEARN_THREADS", "1"))
+
+
+def threads():
+    from uegr.teach import torch_threads
+
+    return torch_threads(THREADS)
 
 
 def init_knobs() -> dict:
@@ -99,7 +107,8 @@ def step(model_name: str, offset: int, knobs: tuple) -> dict:
     kn = dict(knobs)
     m, tok = model(model_name)
     texts, labels, _ = batch(offset)
-    return walk_step(m, tok, texts, labels, method_config(kn), int(kn["learn_seed"]), **optim_kwargs(kn))
+    with threads():
+        return walk_step(m, tok, texts, labels, method_config(kn), int(kn["learn_seed"]), **optim_kwargs(kn))
 
 
 def changed_knobs(kn: dict, slot: str) -> list[str]:
@@ -116,8 +125,9 @@ def new_player(kn: dict):
     from uegr.teach import Player
 
     m, tok = model(kn["learn_model"])
-    return Player(m, tok, play_batches(int(kn["learn_batch"])), method_config(kn), int(kn["learn_seed"]),
-                  **optim_kwargs(kn))
+    with threads():
+        return Player(m, tok, play_batches(int(kn["learn_batch"])), method_config(kn), int(kn["learn_seed"]),
+                      **optim_kwargs(kn))
 
 
 def play_figures(history: list[dict]) -> dict[str, go.Figure]:
@@ -264,5 +274,6 @@ def run_ladder(kn: dict, progress=None) -> list[dict]:
 
     m, tok = model(kn["learn_model"])
     texts, labels, _ = batch(int(kn["learn_batch"]))
-    return ladder(m, tok, texts, labels, method_config(kn), int(kn["learn_seed"]), progress=progress,
-                  **optim_kwargs(kn))
+    with threads():
+        return ladder(m, tok, texts, labels, method_config(kn), int(kn["learn_seed"]), progress=progress,
+                      **optim_kwargs(kn))

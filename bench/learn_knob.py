@@ -48,10 +48,12 @@ def settle(page, after_view: int, timeout: float = 180.0) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="minilm")
+    ap.add_argument("--threads", type=int, default=1, help="UEGR_LEARN_THREADS for the app (0 = torch default)")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
     os.environ["UEGR_LEARN_MODEL"] = args.model
+    os.environ["UEGR_LEARN_THREADS"] = str(args.threads)
     home = Path(tempfile.mkdtemp(prefix="uegr_learn_bench_"))
     proc, url = serve.start(home, log=home / "streamlit.log")
 
@@ -79,7 +81,7 @@ def main() -> None:
             t0 = time.perf_counter()
             page.goto(url + "/learn")
             first = settle(page, 0, 600)
-            print(f"model={args.model} cpus={os.cpu_count()} first render {time.perf_counter() - t0:.1f} s "
+            print(f"model={args.model} threads={args.threads} cpus={os.cpu_count()} first render {time.perf_counter() - t0:.1f} s "
                   f"(model load + first step; settle {first:.1f} s)")
             times = []
             for name, act in changes:

@@ -324,7 +324,8 @@ def play_body() -> None:
         st.rerun()  # the whole page, so the fragment restarts with its timer
     if playing and player is not None:
         if player.steps_done < st.session_state.get("learn_play_target", 0):
-            player.step()  # one step per tick: the charts gain one point each time
+            with lv.threads():
+                player.step()  # one step per tick: the charts gain one point each time
         if player.steps_done >= st.session_state.get("learn_play_target", 0):
             st.session_state["learn_playing"] = False
             st.rerun()

@@ -101,6 +101,20 @@ def isolated_rng(seed: int | None = None, state: dict | None = None):
         np.random.set_state(saved[2])
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with n intra-op threads, then restore the count. On a shared 2-core machine one thread is
+    the robust choice for an interactive step: with 2 threads and other jobs running, OpenMP's threads wait
+    on each other and a MiniLM step went from 1 s to 33 s; with 1 thread it took 2.6 s (docs/benchmarks.md)."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def learn_config(method_cfg: MethodConfig, seed: int = 0, *, lr: float = 2e-5, weight_decay: float = 0.01,
                  grad_clip: float = 1.0, max_length: int = 64, batch_size: int = 8, horizon: int = 100) -> Config:
     """The training config the Learn page's steps run under: constant lr (no warm-up, so one step uses
