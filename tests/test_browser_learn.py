@@ -32,7 +32,7 @@ POINTS_JS = """(title) => { const ds = Array.from(document.querySelectorAll('.js
     el => el.layout && el.layout.title && String(el.layout.title.text || '').includes(title));
     return ds.length ? Math.max(0, ...ds.flatMap(d => (d._fullData || []).map(t => (t.x || []).length))) : -1 }"""
 
-TABS_TOP = "() => document.querySelector('[data-baseweb=\"tab-list\"]').scrollIntoView()"
+TABS_TOP = "() => document.querySelector('[role=tablist]').scrollIntoView()"
 
 
 @pytest.fixture(scope="module")
