@@ -74,8 +74,10 @@ def test_report_is_self_contained(home, report):
 def test_report_rejects_bad_input(home, capsys):
     assert main(["report", "no-such-run", "-o", str(home / "x.html"), "--runs-dir", str(home)]) == 2
     assert main(["report", "r-uegr", "-o", str(home / "x.pdf"), "--runs-dir", str(home)]) == 2
+    (home / "d.html").mkdir()
+    assert main(["report", "r-uegr", "-o", str(home / "d.html"), "--runs-dir", str(home)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "no-such-run" in err[0] and ".html" in err[1]
+    assert len(err) == 3 and "no-such-run" in err[0] and ".html" in err[1] and "folder" in err[2]
     assert not (home / "x.pdf").exists()
 
 

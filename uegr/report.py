@@ -386,6 +386,8 @@ def write_report(runs: list[Run], path: str | Path, title: str | None = None) ->
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
         raise ReportError(f"-o {path}: the report is HTML; give a file name ending in .html")
+    if path.is_dir():
+        raise ReportError(f"-o {path}: that is a folder; give a file name such as {path / 'report.html'}")
     text = build_report(runs, title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
