@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import common, jobs
+from app import common, jobs, terms
 from uegr.config import build_config
 from uegr.runs import RunError
 
@@ -25,6 +25,7 @@ st.markdown(
     "Only the paper's abstract is public: the details are this project's reconstruction, and each "
     "knob's tooltip on the Train page says which is which.")
 st.image(str(ASSETS / "uegr_stages.svg"), caption="One UEGR training step", width="stretch")
+terms.line("adversarial-perturbation", "sub-models", "js-divergence", "fisher-saliency", "selective-update")
 
 left, right = st.columns(2)
 with left:
