@@ -1,4 +1,5 @@
-"""Learn in a real browser: Play 5 steps and watch the charts gain 5 points, one tick at a time.
+"""Learn in a real browser: Play 5 steps and watch the charts gain 5 points, one tick at a time; a glossary
+link opens the Glossary page at its term.
 
 The page runs the tiny random BERT (UEGR_LEARN_MODEL=tiny-bert unless set). With UEGR_SCREENSHOTS=1 it
 also saves docs/screenshots/learn.png, learn-play.png and learn-ladder.png (run it with
@@ -78,6 +79,13 @@ def test_play_five_steps_gains_five_points(server):
             time.sleep(2.0)  # the target is reached: playing stopped
             assert page.evaluate(POINTS_JS, "losses per step") == 5
             assert page.get_by_role("button", name=re.compile(r"Pause$")).is_disabled()
+            # a glossary link opens the Glossary page at the term
+            with page.expect_popup(timeout=60_000) as pop:
+                page.get_by_role("link", name="Keep ratio").first.click()
+            glossary = pop.value
+            assert glossary.url.endswith("/glossary#keep-ratio")
+            glossary.get_by_role("heading", name="Keep ratio").wait_for(timeout=60_000)
+            glossary.close()
             if shots:
                 page.evaluate(TABS_TOP)
                 page.wait_for_timeout(500)
