@@ -18,6 +18,7 @@ from uegr.cli import main
 from uegr.compare import comparison_table
 from uegr.report import fmt
 from uegr.runs import RunStore
+from uegr.stats import wilson_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +55,10 @@ def _expected(home) -> dict:
     store = RunStore(home)
     rows = {r["name"]: r for r in comparison_table(store.list())}
     att = json.loads((store.get("r-uegr").analyses_dir / "attack-deepwordbug-validation.json").read_text())
+    n = next(r["n"] for r in reversed(store.get("r-uegr").metrics("eval")) if r.get("n"))
+    lo, hi = wilson_interval(round(rows["r-uegr"]["clean_accuracy"] * n), n)
     return {"clean": fmt(rows["r-uegr"]["clean_accuracy"]), "under": fmt(att["accuracy_under_attack"]),
+            "clean_ci": f"[{lo:.3f}, {hi:.3f}]",
             "vanilla_clean": fmt(rows["r-vanilla"]["clean_accuracy"])}
 
 
@@ -118,7 +122,7 @@ def test_report_renders_offline_in_chromium(home, report):
             assert not blocked and not errors, (blocked, errors)
             compare = page.locator("#comparison table.comparison").inner_text()
             row = next(line for line in compare.splitlines() if line.startswith("r-uegr"))
-            assert exp["clean"] in row.split("\t")
+            assert exp["clean"] in row.split("\t") and exp["clean_ci"] in row.split("\t")
             assert any(exp["vanilla_clean"] in line.split("\t") for line in compare.splitlines()
                        if line.startswith("r-vanilla"))
             attacks = page.locator("#run-r-uegr table.attacks").inner_text()

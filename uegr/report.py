@@ -293,8 +293,7 @@ def _run_section(run: Run, figs: _Figures) -> str:
         cfg = run.config()
     except (FileNotFoundError, ValueError) as exc:
         raise ReportError(f"run {run.name!r}: config.json is unreadable ({exc}); the report needs it") from None
-    evals = run.metrics("eval")
-    last_n = next((r.get("n") for r in reversed(evals) if r.get("n")), None)
+    last_n = _eval_n(run)
     facts = [{"run": run.name, "method": s["method"], "model": s["model"], "data": s["data"], "state": s["state"],
               "steps": s["step"], "best validation accuracy [95 % CI]": interval(number_or_none(s["best_score"]), last_n),
               "train seconds": s["duration_s"]}]
@@ -315,9 +314,18 @@ COMPARE_COLUMNS = ["name", "method", "k", "p_range", "adv_eps", "keep_ratio", "l
                    "train_seconds", "steps"]
 
 
+def _eval_n(run: Run) -> int | None:
+    """How many examples the run's last evaluation scored (the n of its accuracy's interval)."""
+    return next((int(r["n"]) for r in reversed(run.metrics("eval")) if r.get("n")), None)
+
+
 def _comparison(runs: list[Run], figs: _Figures) -> str:
     rows = comparison_table(runs)
-    out = table(rows, COMPARE_COLUMNS, cls="comparison")
+    for row, run in zip(rows, runs):
+        row["clean 95 % CI"] = interval(row.get("clean_accuracy"), _eval_n(run)).partition(" ")[2] or None
+    cols = COMPARE_COLUMNS[:COMPARE_COLUMNS.index("clean_accuracy") + 1] + ["clean 95 % CI"] + \
+        COMPARE_COLUMNS[COMPARE_COLUMNS.index("clean_accuracy") + 1:]
+    out = table(rows, cols, cls="comparison")
     attack_cols = sorted({c for r in rows for c in r if c.startswith("under_attack:")})
     if attack_cols:
         ci_rows = []
