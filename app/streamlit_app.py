@@ -23,6 +23,7 @@ PAGES = [
     ("attack.py", "Attack lab", ":material/bolt:", "attack"),
     ("compare.py", "Compare", ":material/compare_arrows:", "compare"),
     ("learn.py", "Learn", ":material/school:", "learn"),
+    ("glossary.py", "Glossary", ":material/menu_book:", "glossary"),
 ]
 
 st.set_page_config(page_title="UEGR Studio", page_icon=":material/shield:", layout="wide")

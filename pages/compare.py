@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import attack_view as av
-from app import common
+from app import common, terms
 from app import compare_view as cv
 from uegr.compare import (
     BASE_COLUMNS,
@@ -16,8 +16,10 @@ from uegr.compare import (
     to_markdown,
 )
 from uegr.models import ModelLoadError
+from uegr.report import build_report
 
 st.title("Compare runs")
+terms.line("eps-sharpness", "keep-ratio", "adversarial-perturbation")  # glossary links
 st.caption("One row per run, read from its folder: the method's knobs, clean accuracy (best validation "
            "score), accuracy under every saved attack (Attack lab or `uegr attack`), landscape probes "
            "(`uegr landscape`) and training time. Empty cells: that analysis has not been run.")
@@ -43,6 +45,10 @@ d1.download_button("Download CSV", to_csv(rows), file_name="uegr-comparison.csv"
                    icon=":material/download:", key="cmp_csv")
 d2.download_button("Download Markdown", to_markdown(rows), file_name="uegr-comparison.md", mime="text/markdown",
                    icon=":material/download:", key="cmp_md")
+st.download_button("Download HTML report", lambda: build_report([by_name[n] for n in chosen]),
+                   file_name="uegr-report.html", mime="text/html", icon=":material/description:", key="cmp_report",
+                   help="These runs in one self-contained file that opens offline: this table with intervals, paired "
+                        "differences, and each run's curves, saliency, landscape and attacks (`uegr report`).")
 
 # ------------------------------------------------------------------ clean vs robust
 st.header("Clean vs robust", divider="gray")

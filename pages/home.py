@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import common, jobs
+from app import common, jobs, terms
 from uegr.config import build_config
 from uegr.runs import RunError
 
@@ -64,3 +64,4 @@ common.provenance_row([
 ])
 st.image(str(ASSETS / "uegr_stages.svg"), caption="One UEGR training step (this project's reconstruction)",
          width="stretch")
+terms.line("adversarial-perturbation", "sub-models", "js-divergence", "fisher-saliency", "selective-update")

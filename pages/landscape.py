@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import common
+from app import common, terms
 from app import landscape_view as lv
 from uegr.landscape import KINDS
 
 st.title("Loss landscape")
+terms.line("filter-normalisation", "eps-sharpness")  # glossary links
 st.caption("How flat is the minimum each run found? Probes run `uegr landscape` in the background on a run's "
            "best checkpoint (dropout off, float32, a fixed seeded subset of a split) and save their result in "
            "the run's `analyses/` folder. Every result is kept: the newest of each kind is shown, earlier ones "

@@ -6,9 +6,10 @@ import time
 
 import streamlit as st
 
-from app import charts, common, jobs
+from app import charts, common, jobs, terms
 
 st.title("Live")
+terms.line("js-divergence", "sub-models", "keep-ratio")  # glossary links
 common.show_flash()
 store = common.store()
 names = [r.name for r in store.list()]

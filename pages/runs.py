@@ -17,6 +17,7 @@ from app.tables import (
     runs_table,
     sort_rows,
 )
+from uegr.report import build_report
 from uegr.runs import RunError, read_annotations, write_annotations
 
 st.title("Runs")
@@ -118,6 +119,10 @@ with t_export:
                        file_name=f"{run.name}-{kind}.csv", mime="text/csv", icon=":material/download:",
                        key="runs_download", disabled=not has,
                        help="Built when clicked: one row per logged record, one column per metric.")
+    st.download_button("Download HTML report", lambda: build_report([run]), file_name=f"{run.name}-report.html",
+                       mime="text/html", icon=":material/description:", key="runs_report",
+                       help="One self-contained file (config, curves, saliency, landscape, attacks) that opens "
+                            "offline in any browser; also `uegr report RUN -o report.html`.")
 with t_delete:
     st.warning(f"Deleting removes the folder `{run.path}` with its checkpoints and metrics.")
     sure = st.checkbox(f"Yes, delete {run.name}", key=f"runs_confirm_{run.name}")

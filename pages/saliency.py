@@ -7,12 +7,13 @@ import math
 import numpy as np
 import streamlit as st
 
-from app import common
+from app import common, terms
 from app import saliency_view as sv
 from uegr.models import ModelLoadError
 from uegr.runs import RunError
 
 st.title("Saliency and masks")
+terms.line("fisher-saliency", "keep-ratio", "mask-iou", "query", "attn_out", "ffn_in", "ffn_out")  # glossary links
 st.caption("Stage 2 of UEGR updates only the most salient weights. The abstract says only that the backward "
            "stage updates parameters selectively by saliency; the saliency (Fisher: EMA of g², decay 0.9), "
            "the global top-30 % mask and its refresh every `refresh_every` steps are this project's defaults, "

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import common, jobs
+from app import common, jobs, terms
 from app import config_form as F
 from uegr import config as C
 from uegr.runs import NAME_RE, RunError
 
 st.title("Train")
+terms.line("adversarial-perturbation", "linf-per-token", "sub-models", "js-divergence", "fisher-saliency", "keep-ratio", "freeze-moments")  # glossary links
 common.show_flash()
 slots: dict = {}
 METHOD_TITLES = {"uegr": "UEGR", "vanilla": "Vanilla", "rdrop": "R-Drop", "freelb": "FreeLB",

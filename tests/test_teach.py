@@ -15,7 +15,7 @@ from uegr.config import MethodConfig
 from uegr.methods.dropout import BlockDropout
 from uegr.models import build_tiny_bert, encoder_layer_prefixes, load_tokenizer
 from uegr.saliency import SelectiveUpdater
-from uegr.teach import walk_step
+from uegr.teach import RUNGS, Player, ladder, walk_step
 from uegr.weights import relative_change
 
 TEXTS = ["a gorgeous, witty, seductive movie.", "the plot is nothing but boilerplate clichés from start to finish.",
@@ -165,3 +165,65 @@ def test_exact_iou_between_refreshes():
         assert (row["inter_prev"], row["union_prev"]) == (inter, union)
         assert row["iou_prev"] == pytest.approx(inter / union)
     assert encoder_layer_prefixes(model)
+
+
+# ------------------------------------------------------------------ play and the ablation ladder
+def test_player_runs_the_same_step_as_walk_step(tiny):
+    """Play's first step on one batch is walk_step's step: same trainer step, same seed, same numbers."""
+    model, tok = tiny
+    cfg = MethodConfig(refresh_every=2)
+    torch.manual_seed(1234)
+    state = torch.get_rng_state()
+    one = run(tiny, cfg, seed=5, lr=1e-3)
+    player = Player(model, tok, [(TEXTS, LABELS)], cfg, 5, lr=1e-3)
+    rec = player.step()
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random stream is left alone
+    assert rec["loss"] == pytest.approx(one["losses"]["total"], rel=1e-6)
+    assert rec["js"] == pytest.approx(one["losses"]["js"], rel=1e-6)
+    assert rec["rates"] == pytest.approx(one["rates"])
+    assert rec["kept_fraction"] == pytest.approx(one["saliency"]["kept_fraction"])
+
+
+def test_player_carries_state_and_is_deterministic(tiny):
+    model, tok = tiny
+    batches = [(TEXTS[:4], LABELS[:4]), (TEXTS[4:], LABELS[4:])]
+    cfg = MethodConfig(refresh_every=2, keep_ratio=0.4)
+    a = Player(model, tok, batches, cfg, 1, lr=1e-3)
+    b = Player(model, tok, batches, cfg, 1, lr=1e-3)
+    for _ in range(5):
+        a.step()
+        b.step()
+    assert a.steps_done == 5 and [r["step"] for r in a.history] == [1, 2, 3, 4, 5]
+    assert [r["batch"] for r in a.history] == [0, 1, 0, 1, 0]
+    assert [r["loss"] for r in a.history] == [r["loss"] for r in b.history]
+    # refresh at trainer steps 0, 2, 4 (records 1, 3, 5); the IoU with the previous mask exists from the 2nd
+    assert [r["refreshed"] for r in a.history] == [True, False, True, False, True]
+    assert a.history[0]["mask_iou"] is None and 0 < a.history[2]["mask_iou"] <= 1
+    for r in a.history:
+        assert all(cfg.p_min <= p <= cfg.p_max for p in r["rates"]) and len(r["rates"]) == cfg.k
+        assert abs(r["kept_fraction"] - 0.4) < 1e-3
+    # the optimizer's state carries over: the second visit to batch 0 sees trained weights
+    assert a.history[2]["clean"] != a.history[0]["clean"]
+    model_state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert all(torch.equal(model_state[k], v) for k, v in model.state_dict().items())
+
+
+def test_ladder_rungs_add_one_part_each(tiny):
+    model, tok = tiny
+    cfg = MethodConfig(k=3, keep_ratio=0.3, lambda_js=2.0)
+    seen = []
+    rows = ladder(model, tok, TEXTS, LABELS, cfg, 2, lr=1e-3, progress=lambda i, name: seen.append(name))
+    assert [r["rung"] for r in rows] == list(RUNGS) == seen
+    vanilla, adv_, subs, full = rows
+    # the same clean pass on every rung (same batch, weights, seed)
+    assert all(r["clean"] == pytest.approx(vanilla["clean"], rel=1e-6) for r in rows)
+    assert vanilla["loss"] == pytest.approx(vanilla["clean"]) and vanilla["adv"] is None
+    assert adv_["js"] == 0.0 and adv_["adv_term"] > 0
+    assert subs["js_term"] == pytest.approx(2.0 * subs["js"]) and subs["js"] > 0
+    # stage 2 leaves the loss alone and changes only which weights move
+    assert full["loss"] == pytest.approx(subs["loss"], rel=1e-6)
+    assert full["moved_fraction"] < subs["moved_fraction"]
+    assert full["kept_fraction"] == pytest.approx(0.3, abs=1e-3) and subs["kept_fraction"] is None
+    assert vanilla["grad_cos_vanilla"] == pytest.approx(1.0) and vanilla["update_cos_vanilla"] == pytest.approx(1.0)
+    assert all(-1 <= r["grad_cos_vanilla"] <= 1 for r in rows)
+    assert adv_["grad_cos_vanilla"] < 1 - 1e-6 and full["loss_added"] == pytest.approx(0.0, abs=1e-6)

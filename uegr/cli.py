@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   uegr eval my-run --split test          uegr eval my-run --file adversarial.csv
   uegr predict my-run "a gorgeous, witty film"
   uegr runs --json
+  uegr report my-run other-run -o report.html
 """
 
 
@@ -378,9 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .attacks.cli import add_attack_parser
     from .landscape import add_landscape_parser
+    from .report import add_report_parser
 
     add_attack_parser(sub)
     add_landscape_parser(sub)
+    add_report_parser(sub)
     return p
 
 

@@ -88,13 +88,15 @@ def seed_everything(seed: int) -> None:
 
 class Trainer:
     def __init__(self, cfg: Config, run: Run | None = None, callbacks: list[Callback] | None = None,
-                 dataset: TextDataset | None = None, resume: bool = False):
+                 dataset: TextDataset | None = None, resume: bool = False, model=None):
+        """`model`: an optional (model, tokenizer) to train instead of loading cfg.model (the Learn page
+        trains a copy of its cached model); it should use attn_implementation_for(cfg)."""
         self.cfg = validate(cfg)
         self.run = run
         # One process per run: the lock is held until fit() ends (re-entrant, so the CLI can hold it too).
         self._run_lock = run.lock() if run is not None else None
         try:
-            self._setup(cfg, callbacks, dataset, resume)
+            self._setup(cfg, callbacks, dataset, resume, model)
         except BaseException:
             self.release()
             raise
@@ -105,7 +107,7 @@ class Trainer:
         if lock is not None:
             lock.release()
 
-    def _setup(self, cfg: Config, callbacks, dataset, resume: bool) -> None:
+    def _setup(self, cfg: Config, callbacks, dataset, resume: bool, model=None) -> None:
         from accelerate import Accelerator
 
         self.callbacks = list(callbacks or [])
@@ -121,8 +123,8 @@ class Trainer:
 
         self.dataset = dataset or load_dataset(cfg.data)
         self.attn = attn_implementation_for(cfg)
-        model, self.tokenizer = load_model(cfg.model, self.dataset.num_labels, self.dataset.label_names,
-                                           self.attn, seed=o.seed)
+        model, self.tokenizer = model or load_model(cfg.model, self.dataset.num_labels, self.dataset.label_names,
+                                                    self.attn, seed=o.seed)
         from .models import check_max_length, position_limit
 
         check_max_length(cfg.data.max_length, position_limit(model, self.tokenizer), cfg.model.name)

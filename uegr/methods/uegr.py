@@ -55,7 +55,8 @@ class UEGR(Method):
         self.rates.feedback(l_js)
 
         self.last = {"clean_logits": z0.detach(), "sub_logits": zk.detach(), "rates": rates,
-                     "delta": None if delta is None else delta.detach()}
+                     "delta": None if delta is None else delta.detach(),
+                     "grad_e": None if grad_e is None else grad_e.detach()}
         # 0-d tensors, not floats: the trainer reads them after the optimizer step, so the GPU is
         # never stalled mid-step waiting for a number to be logged.
         parts = {"loss": (l_clean + rest).detach(), "clean": l_clean.detach(), "adv": l_adv.detach(),
