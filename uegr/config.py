@@ -25,6 +25,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 ATTN_IMPLS = ("auto", "eager", "sdpa")
 POOLINGS = ("auto", "cls", "mean")
+REPORT_TO = ("tensorboard", "mlflow", "trackio", "aim", "wandb")  # uegr.trackers.TRACKERS
 
 
 class ConfigError(ValueError):
@@ -148,6 +149,9 @@ class RuntimeConfig:
     eval_every: int = 0  # steps; 0 = once per epoch
     checkpoint_every: int = 0  # steps; 0 = at each evaluation
     snapshot_saliency: bool = True
+    # Experiment trackers (Accelerate): any of tensorboard, mlflow, trackio, aim, wandb (offline); files
+    # go to <run>/trackers. Every metric of metrics.jsonl is logged as <kind>/<field> at its step.
+    report_to: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -407,6 +411,8 @@ def validate(cfg: Config) -> Config:
     _range("runtime.log_every", r.log_every, 1)
     _range("runtime.eval_every", r.eval_every, 0)
     _range("runtime.checkpoint_every", r.checkpoint_every, 0)
+    for t in r.report_to:
+        _choice("runtime.report_to", t, REPORT_TO)
     return cfg
 
 

@@ -99,7 +99,12 @@ class Trainer:
         precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[r.precision]
         if precision == "fp16" and device != "cuda":
             raise ValueError("runtime.precision='fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on CPU")
-        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision=precision)
+        from .trackers import TrackerLogger, accelerator_kwargs
+
+        trackers = accelerator_kwargs(r.report_to, run.path / "trackers" if run else "trackers")
+        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision=precision, **trackers)
+        if trackers:
+            self.callbacks.append(TrackerLogger(run.name if run else "uegr", cfg.to_dict()))
         seed_everything(o.seed)
 
         self.dataset = dataset or load_dataset(cfg.data)
