@@ -239,7 +239,25 @@ def save_checkpoint(model, tokenizer, folder: str | Path) -> None:
     if _is_mean_pooled(model):
         register_auto_classes()
     model.save_pretrained(folder, safe_serialization=True)
+    names = accepted_inputs(model, tokenizer.model_input_names)
+    if names != list(tokenizer.model_input_names):
+        # e.g. DistilBERT with MiniLM's tokenizer: no token_type_ids, or pipelines and TextAttack would pass them
+        import copy
+
+        tokenizer = copy.copy(tokenizer)
+        tokenizer.init_kwargs = {**tokenizer.init_kwargs, "model_input_names": names}
+        tokenizer.model_input_names = names
     tokenizer.save_pretrained(folder)
+
+
+def accepted_inputs(model, names) -> list[str]:
+    """The tokenizer outputs the model's forward takes (DistilBERT has no token_type_ids)."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return list(names)
+    return [n for n in names if n in params]
 
 
 @torch.no_grad()
@@ -252,6 +270,7 @@ def predict_proba(model, tokenizer, texts: list[str], pairs: list[str] | None = 
     for i in range(0, len(texts), batch_size):
         enc = tokenizer(texts[i:i + batch_size], pairs[i:i + batch_size] if pairs else None, truncation=True,
                         max_length=max_length, padding=True, return_tensors="pt").to(device)
+        enc = {k: enc[k] for k in accepted_inputs(model, list(enc.keys()))}
         out.append(torch.softmax(model(**enc).logits.float(), -1).cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .config import Config, validate
+from .env import hardware
 from .data import Encoded, TextDataset, load_dataset, make_collate
 from .methods import StepContext, build_method
 from .methods.base import as_floats
@@ -450,7 +451,8 @@ class RunRecorder(Callback):
                             started=st.get("started") or time.time(), heartbeat=time.time(), step=trainer.step,
                             total_steps=trainer.total_steps, error=None, ended=None,
                             world_size=trainer.accelerator.num_processes, device=str(trainer.accelerator.device),
-                            attn_implementation=trainer.attn, dataset=trainer.dataset.summary())
+                            attn_implementation=trainer.attn, dataset=trainer.dataset.summary(),
+                            hardware=hardware())
 
     def on_step_end(self, trainer: Trainer, record: dict) -> None:
         self.run.append_metrics([record])
