@@ -23,7 +23,7 @@ CHOICES = {
     "optim.schedule": C.SCHEDULES, "runtime.device": C.DEVICES, "runtime.precision": C.PRECISIONS,
     "model.attn_implementation": C.ATTN_IMPLS, "model.pooling": C.POOLINGS,
 }
-MULTI = {"method.dropout_targets": C.DROPOUT_TARGETS}
+MULTI = {"method.dropout_targets": C.DROPOUT_TARGETS, "runtime.report_to": C.REPORT_TO}
 # Fields drawn by the page itself (data source picker, model picker), not by the generic loop.
 CUSTOM = {"data.source", "data.text_column", "data.text_pair_column", "data.label_column", "data.label_names",
           "model.name", "runtime.device"}
@@ -122,6 +122,8 @@ HELP = {
     "runtime.eval_every": "Evaluate every N steps (0 = once per epoch).",
     "runtime.checkpoint_every": "Checkpoint every N steps (0 = at each evaluation).",
     "runtime.snapshot_saliency": "Save saliency/mask snapshots for the Saliency page.",
+    "runtime.report_to": "Experiment trackers (Accelerate) that receive the config and every metric, under "
+                         "<run>/trackers: tensorboard (installed), mlflow, trackio, aim, wandb (offline) if installed.",
 }
 # Method sub-groups, so the 40 method fields read as the two stages + baselines.
 METHOD_GROUPS = [

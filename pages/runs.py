@@ -56,6 +56,9 @@ with t_export:
                        file_name=f"{run.name}-{kind}.csv", mime="text/csv", icon=":material/download:",
                        key="runs_download", disabled=not has,
                        help="Built when clicked: one row per logged record, one column per metric.")
+    from uegr.trackers import tensorboard_hint
+
+    st.caption(tensorboard_hint(run.path))
 with t_delete:
     st.warning(f"Deleting removes the folder `{run.path}` with its checkpoints and metrics.")
     sure = st.checkbox(f"Yes, delete {run.name}", key=f"runs_confirm_{run.name}")

@@ -22,8 +22,14 @@ HERE = Path(__file__).resolve().parent
 
 def _families(tmp_path) -> list[Path]:
     """cls checkpoints of the other supported families (RoBERTa, DistilBERT, ELECTRA), random weights."""
-    from transformers import (DistilBertConfig, DistilBertForSequenceClassification, ElectraConfig,
-                              ElectraForSequenceClassification, RobertaConfig, RobertaForSequenceClassification)
+    from transformers import (
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+        ElectraConfig,
+        ElectraForSequenceClassification,
+        RobertaConfig,
+        RobertaForSequenceClassification,
+    )
 
     common = {"vocab_size": 30522, "num_labels": 2, "initializer_range": 0.3, "id2label": {0: "neg", 1: "pos"}, "label2id": {"neg": 0, "pos": 1}}
     torch.manual_seed(0)
@@ -43,6 +49,18 @@ def _families(tmp_path) -> list[Path]:
     return out
 
 
+def _check_card(path: Path, name: str, pooling: str) -> None:
+    """The model card is filled from the run: nothing left blank or templated."""
+    card = path.read_text()
+    for needle in (f"# {name}", "method **uegr**", "| `k` | 2 |", "| `keep_ratio` | 0.3 |", "| `lr` | 0.001 |",
+                   "split sizes: train 64", "n = 32", "evaluated during training at step", "wall time",
+                   "hardware: cpu", "The paper's", "This project's reconstruction", "No attack was run"):
+        assert needle in card, needle
+    assert ("trust_remote_code=True" in card) == (pooling == "mean")
+    for bad in ("None", "TODO", "{", "nan", "unknown"):
+        assert bad not in card, bad
+
+
 def _uegr_predict(folder: Path, capsys) -> list[list[float]]:
     assert uegr_main(["predict", str(folder), *TEXTS, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -57,7 +75,13 @@ def test_every_folder_gives_the_same_probabilities_everywhere(tmp_path, capsys, 
         name = f"tiny-{pooling}"
         assert uegr_main(["train", "--preset", "tiny", "--set", f"model.pooling={pooling}", "--set", "runtime.device=cpu",
                           "--name", name, "--runs-dir", str(runs), "--quiet"]) == 0
-        assert uegr_main(["export", name, str(tmp_path / f"export-{pooling}"), "--runs-dir", str(runs)]) == 0
+        fmt = ["--format", "onnx", "--json"] if pooling == "mean" else []
+        assert uegr_main(["export", name, str(tmp_path / f"export-{pooling}"), "--runs-dir", str(runs), *fmt]) == 0
+        if fmt:  # ONNX: parity with PyTorch on CPU and a measured latency, also written into the card
+            onnx = json.loads(capsys.readouterr().out)["onnx"]
+            assert onnx["max_abs_prob_diff"] <= 1e-4 and onnx["onnxruntime_ms"] > 0 and onnx["torch_ms"] > 0
+            assert "model.onnx" in (tmp_path / "export-mean" / "README.md").read_text()
+        _check_card(tmp_path / f"export-{pooling}" / "README.md", name, pooling)
         folders += [runs / name / "checkpoints" / "best", runs / name / "checkpoints" / "last",
                     tmp_path / f"export-{pooling}"]
     folders += _families(tmp_path)

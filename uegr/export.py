@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .models import ModelLoadError, is_legacy_checkpoint, load_checkpoint, pooling_of, save_checkpoint
+from .models import is_legacy_checkpoint, load_checkpoint, pooling_of, save_checkpoint
 from .runs import Run, RunError, RunStore
 
 BASE_MODELS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2 (6-layer BERT, hidden 384; shipped in the "
@@ -45,6 +45,21 @@ PAPER = {
               "between clean and adversarial predictions, a Bernoulli gradient mask from Fisher ranks.",
               "This project's: the same, inside the shared trainer (one clean, one adversarial pass)."),
     "vanilla": ("", "Plain fine-tuning with cross-entropy.", ""),
+}
+
+
+_STAGE2 = ("selective_update", "saliency", "saliency_decay", "keep_ratio", "mask_scope", "mask_rule", "bernoulli_alpha",
+           "bernoulli_beta", "refresh_every", "mask_warmup", "freeze_moments")
+KNOBS = {  # the method.* fields each method reads (the others keep their defaults and do nothing)
+    "uegr": ("adv_enabled", "adv_steps", "adv_norm", "adv_eps", "adv_lr", "adv_init", "k", "p_min", "p_max",
+             "rate_rule", "js_target", "feedback_step", "dropout_targets", "lambda_adv", "lambda_js",
+             "js_include_clean", *_STAGE2),
+    "rdrop": ("rdrop_alpha",),
+    "freelb": ("freelb_steps", "freelb_lr", "freelb_init", "freelb_max_norm"),
+    "childtuning": ("keep_ratio", "mask_scope", "childtuning_batches", "freeze_moments"),
+    "roast": ("adv_eps", "roast_kl", "saliency_decay", "mask_scope", "bernoulli_alpha", "bernoulli_beta",
+              "refresh_every", "mask_warmup", "freeze_moments"),
+    "vanilla": (),
 }
 
 
@@ -126,28 +141,34 @@ def export_onnx(model, tokenizer, folder: Path, max_length: int = 128, runs: int
 
     path = folder / "model.onnx"
     dims = {n: {0: "batch", 1: "sequence"} for n in names}
+    wrapper = Logits(model).eval()  # export restores the wrapper's mode afterwards: it must be eval
     with torch.no_grad():
-        torch.onnx.export(Logits(model), tuple(enc[n] for n in names), str(path), input_names=names,
+        torch.onnx.export(wrapper, tuple(enc[n] for n in names), str(path), input_names=names,
                           output_names=["logits"], dynamic_axes={**dims, "logits": {0: "batch"}}, dynamo=False,
                           opset_version=17)
+        model.eval()
         ref = model(**{n: enc[n] for n in names}).logits.softmax(-1)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {n: enc[n].numpy() for n in names}
     got = torch.from_numpy(sess.run(["logits"], feed)[0]).softmax(-1)
     parity = float((got - ref).abs().max())
 
-    def timed(fn) -> float:
+    def once(fn) -> float:
+        t0 = time.perf_counter()
         fn()
-        t = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            fn()
-            t.append(time.perf_counter() - t0)
-        return sorted(t)[len(t) // 2] * 1000
+        return (time.perf_counter() - t0) * 1000
 
-    with torch.no_grad():
-        torch_ms = timed(lambda: model(**{n: enc[n] for n in names}))
-    ort_ms = timed(lambda: sess.run(["logits"], feed))
+    def run_torch():
+        with torch.no_grad():
+            model(**{n: enc[n] for n in names})
+
+    def run_ort():
+        sess.run(["logits"], feed)
+
+    run_torch(), run_ort()  # warm-up
+    pairs = [(once(run_torch), once(run_ort)) for _ in range(runs)]  # interleaved: drift hits both alike
+    torch_ms = sorted(p[0] for p in pairs)[runs // 2]
+    ort_ms = sorted(p[1] for p in pairs)[runs // 2]
     return {"file": "model.onnx", "max_abs_prob_diff": parity, "batch": len(texts),
             "tokens": int(enc["input_ids"].shape[1]), "torch_ms": round(torch_ms, 2), "onnxruntime_ms": round(ort_ms, 2),
             "threads": torch.get_num_threads(), "onnxruntime": ort.__version__}
@@ -198,7 +219,8 @@ def _pct(x) -> str:
 
 def _table(title: str, values: dict) -> list[str]:
     rows = [f"### {title}", "", "| field | value |", "|---|---|"]
-    rows += [f"| `{k}` | {', '.join(map(str, v)) if isinstance(v, list) else v} |" for k, v in values.items()]
+    rows += [f"| `{k}` | {', '.join(map(str, v)) if isinstance(v, list) and v else json.dumps(v) if v in ('', []) else v} |"
+             for k, v in values.items()]
     return rows + [""]
 
 
@@ -254,7 +276,8 @@ def model_card(run: Run | None, folder: Path, model, summary: dict) -> str:
                           f"- {ours}" if ours else "") if x]
     lines += ["- shared by every method here: the training loop, AdamW, the linear schedule, the selective-update "
               "machinery and, for MiniLM, mean pooling (this project's choice; docs/method.md)", ""]
-    lines += _table("Method knobs (`method.*`)", cfg.to_dict()["method"])
+    knobs = {k: v for k, v in cfg.to_dict()["method"].items() if k == "name" or k in KNOBS.get(cfg.method.name, ())}
+    lines += _table(f"Method knobs (`method.*` that {cfg.method.name} reads; the rest are unused by it)", knobs)
     lines += _table("Optimisation (`optim.*`)", cfg.to_dict()["optim"])
     lines += _table("Model and data (`model.*`, `data.*`)", {**{f"model.{k}": v for k, v in cfg.to_dict()["model"].items()},
                                                             **{f"data.{k}": v for k, v in cfg.to_dict()["data"].items()}})

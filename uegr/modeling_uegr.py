@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers import BertConfig
 from transformers.modeling_outputs import SequenceClassifierOutput
-from transformers.models.bert.modeling_bert import BertPreTrainedModel, BertModel
+from transformers.models.bert.modeling_bert import BertModel, BertPreTrainedModel
 
 
 class UEGRBertConfig(BertConfig):

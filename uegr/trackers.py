@@ -85,3 +85,13 @@ class TrackerLogger:
 def tensorboard_dir(run_path: str | Path) -> Path:
     """Where a run's TensorBoard events are: `tensorboard --logdir <this>`."""
     return Path(run_path) / "trackers"
+
+
+def tensorboard_hint(run_path: str | Path) -> str:
+    """One line for the Runs page and the CLI: how to open this run in TensorBoard."""
+    logdir = tensorboard_dir(run_path)
+    if any(logdir.glob("*/events.out.tfevents.*")):
+        return f"Open in TensorBoard: `tensorboard --logdir {logdir}` (then http://localhost:6006)."
+    return ("No TensorBoard events for this run: train with `--set runtime.report_to=tensorboard` (or add "
+            "tensorboard to runtime.report_to on the Train page), then "
+            f"`tensorboard --logdir {logdir}`.")

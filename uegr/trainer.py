@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from .config import Config, validate
-from .env import hardware
 from .data import Encoded, TextDataset, load_dataset, make_collate
+from .env import hardware
 from .methods import StepContext, build_method
 from .methods.base import as_floats
 from .metrics import classification_report
