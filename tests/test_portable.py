@@ -76,6 +76,7 @@ def test_every_folder_gives_the_same_probabilities_everywhere(tmp_path, capsys, 
         assert uegr_main(["train", "--preset", "tiny", "--set", f"model.pooling={pooling}", "--set", "runtime.device=cpu",
                           "--name", name, "--runs-dir", str(runs), "--quiet"]) == 0
         fmt = ["--format", "onnx", "--json"] if pooling == "mean" else []
+        capsys.readouterr()
         assert uegr_main(["export", name, str(tmp_path / f"export-{pooling}"), "--runs-dir", str(runs), *fmt]) == 0
         if fmt:  # ONNX: parity with PyTorch on CPU and a measured latency, also written into the card
             onnx = json.loads(capsys.readouterr().out)["onnx"]
