@@ -75,6 +75,7 @@ def measure(method: str, args) -> dict:
                  f"optim.max_steps={args.steps + 1}", f"runtime.threads={args.threads}"]
     cfg = build_config("quick-demo", overrides=overrides + args.set)
     ours = Trainer(cfg)
+    ours.model.train()  # as Trainer._loop does (from_pretrained returns the model in eval mode: no dropout)
     _, batch = next(ours.batches())
     model, tok = load_model(cfg.model, ours.dataset.num_labels, ours.dataset.label_names, ours.attn,
                             seed=cfg.optim.seed)

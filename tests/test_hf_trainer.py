@@ -21,6 +21,7 @@ def _project_step(cfg):
     from uegr.trainer import Trainer
 
     tr = Trainer(cfg)
+    tr.model.train()  # as Trainer._loop does
     before = {n: p.detach().clone() for n, p in tr.raw_model.named_parameters()}
     _, batch = next(tr.batches())
     torch.manual_seed(7)
@@ -52,6 +53,7 @@ def test_one_step_matches_the_project_trainer(method, data_dir, tmp_path):
 
     got = {k: float(v) for k, v in hf.last_parts.items()}
     assert got.keys() == ref_parts.keys() and {"clean", "adv"} <= got.keys()
+    assert ref_parts.get("js", ref_parts.get("kl")) > 0  # dropout / perturbation really acted on both sides
     for k in ref_parts:
         assert got[k] == pytest.approx(ref_parts[k], abs=1e-5), k
     moved = 0
