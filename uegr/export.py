@@ -148,7 +148,9 @@ def export_onnx(model, tokenizer, folder: Path, max_length: int = 128, runs: int
                           opset_version=17)
         model.eval()
         ref = model(**{n: enc[n] for n in names}).logits.softmax(-1)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()  # the same thread budget as PyTorch's, for a fair latency
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     feed = {n: enc[n].numpy() for n in names}
     got = torch.from_numpy(sess.run(["logits"], feed)[0]).softmax(-1)
     parity = float((got - ref).abs().max())
