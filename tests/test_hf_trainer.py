@@ -76,3 +76,51 @@ def test_one_step_matches_the_project_trainer(method, data_dir, tmp_path):
     with torch.no_grad():
         assert torch.allclose(again(**enc).logits.softmax(-1), hf.model(**enc).logits.softmax(-1), atol=1e-5)
     assert (out / "modeling_uegr.py").is_file()
+
+
+def _rows(tok):
+    texts = ["good film", "bad film", "a great and moving story", "awful acting here", "fine", "a boring plot",
+             "lovely", "dull and far too long"]
+    return [dict(tok(t), labels=i % 2) for i, t in enumerate(texts)]
+
+
+def _hf(tmp_path, method, batch, accum, optim="adamw_torch_fused"):
+    from transformers import DataCollatorWithPadding, TrainingArguments
+
+    from uegr.config import MethodConfig, ModelConfig
+    from uegr.hf import UEGRTrainer
+    from uegr.models import load_model
+
+    model, tok = load_model(ModelConfig(name="tiny-bert"), 2, ["neg", "pos"])
+    for m in model.modules():  # no dropout: accumulation can then be compared exactly
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    args = TrainingArguments(output_dir=str(tmp_path / f"hf-{batch}-{accum}"), per_device_train_batch_size=batch,
+                             gradient_accumulation_steps=accum, max_steps=1, learning_rate=1.0 if optim == "sgd" else 1e-2, optim=optim,
+                             max_grad_norm=0.0 if optim == "sgd" else 1.0, warmup_ratio=0.0, report_to=[], use_cpu=True,
+                             save_strategy="no", disable_tqdm=True, seed=3)
+    tr = UEGRTrainer(model=model, args=args, train_dataset=_rows(tok), data_collator=DataCollatorWithPadding(tok),
+                     method=MethodConfig(name=method, keep_ratio=0.3))
+    tr.train()
+    return tr, before
+
+
+def test_gradient_accumulation_and_the_fixed_mask_work_inside_the_hf_loop(tmp_path):
+    """2 accumulated micro-batches of 4 = one batch of 8 (vanilla), and CHILD-TUNING_D's Fisher mask,
+    computed by UEGRTrainer before training, freezes exactly the elements it drops."""
+    one, start = _hf(tmp_path, "vanilla", 8, 1, optim="sgd")  # plain SGD, no clipping: a wrong scale shows
+    two, _ = _hf(tmp_path, "vanilla", 4, 2, optim="sgd")
+    for (n, p), (_, q) in zip(one.model.named_parameters(), two.model.named_parameters()):
+        d1, d2 = p.detach() - start[n], q.detach() - start[n]
+        assert torch.allclose(d1, d2, rtol=1e-3, atol=1e-9), n
+    assert float((one.model.classifier.weight - start["classifier.weight"]).abs().max()) > 1e-5
+    child, before = _hf(tmp_path, "childtuning", 4, 2)
+    upd = child.updater
+    assert 0.29 < upd.kept_fraction() < 0.31
+    moved = 0
+    for (n, p), mask in zip(upd.named, upd.masks):
+        change = (p.detach() - before[n]).abs()
+        assert float(change[~mask].max()) == 0.0, n  # dropped elements never move
+        moved += int(change[mask].gt(0).sum())
+    assert moved > 0
