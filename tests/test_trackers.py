@@ -5,7 +5,7 @@ import pytest
 
 from uegr.config import ConfigError, build_config
 from uegr.runs import RunStore
-from uegr.trackers import scalars
+from uegr.trackers import scalars, tensorboard_hint
 
 
 def test_tensorboard_events_match_metrics_jsonl(tmp_path):
@@ -31,6 +31,8 @@ def test_tensorboard_events_match_metrics_jsonl(tmp_path):
         assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
     hp = (run.path / "trackers" / "tb").glob("*/events.out.tfevents.*")  # add_hparams writes a sub-run
     assert any(hp)
+    assert f"tensorboard --logdir {run.path / 'trackers'}" in tensorboard_hint(run.path)  # the Runs page's line
+    assert "runtime.report_to=tensorboard" in tensorboard_hint(tmp_path / "no-such-run")
 
 
 def test_unknown_or_missing_tracker_is_named(tmp_path, monkeypatch):
