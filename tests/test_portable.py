@@ -54,8 +54,13 @@ def _check_card(path: Path, name: str, pooling: str) -> None:
     card = path.read_text()
     for needle in (f"# {name}", "method **uegr**", "| `k` | 2 |", "| `keep_ratio` | 0.3 |", "| `lr` | 0.001 |",
                    "split sizes: train 64", "n = 32", "evaluated during training at step", "wall time",
-                   "hardware: cpu", "The paper's", "This project's reconstruction", "No attack was run"):
+                   "hardware: cpu", "The paper's", "This project's reconstruction"):
         assert needle in card, needle
+    if pooling == "cls":
+        assert "| deepwordbug on validation |" in card and "| 3 | 0 |" in card  # recipe, n, seed
+        assert "| `uegr eval` on builtin:validation |" in card
+    else:
+        assert "No attack was run" in card
     assert ("trust_remote_code=True" in card) == (pooling == "mean")
     for bad in ("None", "TODO", "{", "nan", "unknown"):
         assert bad not in card, bad
@@ -76,6 +81,10 @@ def test_every_folder_gives_the_same_probabilities_everywhere(tmp_path, capsys, 
         assert uegr_main(["train", "--preset", "tiny", "--set", f"model.pooling={pooling}", "--set", "runtime.device=cpu",
                           "--name", name, "--runs-dir", str(runs), "--quiet"]) == 0
         fmt = ["--format", "onnx", "--json"] if pooling == "mean" else []
+        if pooling == "cls":  # a real attack and a real eval on best: the card must report both, with n
+            assert uegr_main(["attack", name, "--recipe", "deepwordbug", "-n", "3", "--split", "validation",
+                              "--runs-dir", str(runs), "--json"]) == 0
+            assert uegr_main(["eval", name, "--split", "validation", "--runs-dir", str(runs)]) == 0
         capsys.readouterr()
         assert uegr_main(["export", name, str(tmp_path / f"export-{pooling}"), "--runs-dir", str(runs), *fmt]) == 0
         if fmt:  # ONNX: parity with PyTorch on CPU and a measured latency, also written into the card
