@@ -27,7 +27,7 @@ CHOICES = {
     "optim.schedule": C.SCHEDULES, "runtime.device": C.DEVICES, "runtime.precision": C.PRECISIONS,
     "model.attn_implementation": C.ATTN_IMPLS, "model.pooling": C.POOLINGS,
 }
-MULTI = {"method.dropout_targets": C.DROPOUT_TARGETS}
+MULTI = {"method.dropout_targets": C.DROPOUT_TARGETS, "runtime.report_to": C.REPORT_TO}
 # Fields drawn by the page itself (data source picker, model picker), not by the generic loop.
 CUSTOM = {"data.source", "data.text_column", "data.text_pair_column", "data.label_column", "data.label_names",
           "model.name", "runtime.device"}

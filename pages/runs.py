@@ -123,6 +123,9 @@ with t_export:
                        mime="text/html", icon=":material/description:", key="runs_report",
                        help="One self-contained file (config, curves, saliency, landscape, attacks) that opens "
                             "offline in any browser; also `uegr report RUN -o report.html`.")
+    from uegr.trackers import tensorboard_hint
+
+    st.caption(tensorboard_hint(run.path))
 with t_delete:
     st.warning(f"Deleting removes the folder `{run.path}` with its checkpoints and metrics.")
     sure = st.checkbox(f"Yes, delete {run.name}", key=f"runs_confirm_{run.name}")

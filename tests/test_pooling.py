@@ -6,8 +6,8 @@ import torch
 from uegr.config import ConfigError, ModelConfig, build_config
 from uegr.methods import build_method
 from uegr.methods.base import StepContext
+from uegr.modeling_uegr import UEGRBertForSequenceClassification
 from uegr.models import (
-    MeanPooler,
     ModelLoadError,
     install_pooling,
     load_checkpoint,
@@ -27,9 +27,11 @@ def test_pooled_output_is_the_masked_mean_of_the_last_hidden_states():
     enc = tok(["a fine film", "a long, dull and badly acted film"], padding=True, return_tensors="pt")
     with torch.no_grad():
         out = model.bert(**enc)
+        logits = model(**enc).logits
     mask = enc["attention_mask"].unsqueeze(-1).float()
     expected = (out.last_hidden_state * mask).sum(1) / mask.sum(1)
-    assert torch.allclose(out.pooler_output, expected, atol=1e-6)
+    assert out.pooler_output is None  # no [CLS] pooler at all
+    assert torch.allclose(logits, model.classifier(expected), atol=1e-6)
     assert enc["attention_mask"][0].sum() < enc["attention_mask"].shape[1]  # the first row is padded
 
 
@@ -45,7 +47,7 @@ def test_checkpoint_reloads_with_the_same_head(tmp_path):
     model, tok = _tiny_mean()
     save_checkpoint(model, tok, tmp_path)
     again, _ = load_checkpoint(tmp_path)
-    assert isinstance(again.bert.pooler, MeanPooler)
+    assert isinstance(again, UEGRBertForSequenceClassification) and again.bert.pooler is None
     enc = tok(["one", "two words here"], padding=True, return_tensors="pt")
     with torch.no_grad():
         assert torch.allclose(model(**enc).logits, again.eval()(**enc).logits, atol=1e-6)

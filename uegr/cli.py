@@ -19,6 +19,7 @@ EXAMPLES = """examples:
   uegr train --name my-run --resume
   uegr eval my-run --split test          uegr eval my-run --file adversarial.csv
   uegr predict my-run "a gorgeous, witty film"
+  uegr export my-run ./my-model          uegr export my-run ./my-model --checkpoint last --format onnx
   uegr runs --json
   uegr report my-run other-run -o report.html
 """
@@ -236,7 +237,7 @@ def _load_for_eval(args):
         raise RunError(f"checkpoint {folder} cannot be loaded ({str(exc)[:200]}); "
                        + ("try --checkpoint last or best, or " if run else "")
                        + "restore the files, or train the run again") from None
-    return run, cfg, model, tok
+    return run, cfg, model, tok, folder
 
 
 def cmd_eval(args) -> int:
@@ -247,7 +248,7 @@ def cmd_eval(args) -> int:
 
     if not 1 <= args.batch_size <= 8192:
         raise RunError(f"--batch-size={args.batch_size} is out of range: use 1 to 8192")
-    run, cfg, model, tok = _load_for_eval(args)
+    run, cfg, model, tok, folder = _load_for_eval(args)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if args.file:
         dcfg = C.DataConfig(text_column=args.text_column, label_column=args.label_column,
@@ -260,7 +261,7 @@ def cmd_eval(args) -> int:
             raise RunError(f"split {args.split!r} not in the data; available: {', '.join(ds.splits)}")
         split, where = ds.splits[args.split], f"{cfg.data.source}:{args.split}"
     metrics = evaluate_model(model, tok, split, cfg.data.max_length, args.batch_size, len(labels))
-    out = {"run": run.name if run else args.run, "data": where, **metrics}
+    out = {"run": run.name if run else args.run, "data": where, "checkpoint": str(folder), **metrics}
     if run is not None:
         tag = Path(args.file).stem if args.file else args.split
         run.write_analysis(f"eval-{tag}", out)
@@ -272,7 +273,7 @@ def cmd_eval(args) -> int:
 def cmd_predict(args) -> int:
     from .models import predict_proba
 
-    _, cfg, model, tok = _load_for_eval(args)
+    _, cfg, model, tok, _ = _load_for_eval(args)
     texts = [t for t in args.texts if t.strip()]
     if not texts:
         raise RunError("give at least one non-empty sentence to classify")
@@ -317,6 +318,20 @@ def cmd_stop(args) -> int:
     else:
         text, asked = f"run {run.name} is not running ({state}); nothing to stop", False
     _print({"run": run.name, "stop_requested": asked, "state": state}, args.json, text)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    out = export(args.run, args.out, args.checkpoint, args.format, args.runs_dir)
+    extra = ""
+    if out.get("onnx"):
+        o = out["onnx"]
+        extra = (f"; model.onnx max |dp| {o['max_abs_prob_diff']:.1e}, {o['onnxruntime_ms']} ms (onnxruntime) vs "
+                 f"{o['torch_ms']} ms (PyTorch)")
+    _print(out, args.json, f"exported {out['source']} -> {out['out']} ({out['pooling']} pooling"
+                           f"{', upgraded from the pre-portable format' if out['upgraded_legacy'] else ''}){extra}")
     return 0
 
 
@@ -367,6 +382,19 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", choices=["best", "last"])
     common(pr)
     pr.set_defaults(func=cmd_predict)
+
+    x = sub.add_parser("export", help="write a run's checkpoint as a portable folder with a model card",
+                       description="Copies best (default) or last into OUT: safetensors, tokenizer, label names, "
+                                   "README.md model card (and modeling_uegr.py for mean pooling). Loads with "
+                                   "transformers' AutoModelForSequenceClassification / pipeline. Also upgrades "
+                                   "checkpoints written before portable checkpoints.")
+    x.add_argument("run", help="run name or folder, or a checkpoint folder")
+    x.add_argument("out", help="new folder to write (must not exist or be empty)")
+    x.add_argument("--checkpoint", choices=["best", "last"], help="which checkpoint (default best, else last)")
+    x.add_argument("--format", choices=["safetensors", "onnx"], default="safetensors",
+                   help="onnx also writes model.onnx and measures parity and latency (needs onnxruntime)")
+    common(x)
+    x.set_defaults(func=cmd_export)
 
     r = sub.add_parser("runs", help="list runs")
     common(r)

@@ -26,6 +26,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 ATTN_IMPLS = ("auto", "eager", "sdpa")
 POOLINGS = ("auto", "cls", "mean")
+REPORT_TO = ("tensorboard", "mlflow", "trackio", "aim", "wandb")  # uegr.trackers.TRACKERS
 
 
 class ConfigError(ValueError):
@@ -149,6 +150,9 @@ class RuntimeConfig:
     eval_every: int = 0  # steps; 0 = once per epoch
     checkpoint_every: int = 0  # steps; 0 = at each evaluation
     snapshot_saliency: bool = True
+    # Experiment trackers (Accelerate): any of tensorboard, mlflow, trackio, aim, wandb (offline); files
+    # go to <run>/trackers. Every metric of metrics.jsonl is logged as <kind>/<field> at its step.
+    report_to: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -330,6 +334,9 @@ FIELD_META: dict[str, dict] = {
                                       "evaluation)."),
     "runtime.snapshot_saliency": _meta("Save saliency snapshots", "Save saliency/mask snapshots for the Saliency "
                                        "page."),
+    "runtime.report_to": _meta("Experiment trackers", "Experiment trackers (Accelerate) that receive the config "
+                               "and every metric, under <run>/trackers: tensorboard (installed), mlflow, trackio, "
+                               "aim, wandb (offline) if installed."),
 }
 
 
@@ -612,6 +619,8 @@ def validate(cfg: Config) -> Config:
     _range("runtime.log_every", r.log_every, 1)
     _range("runtime.eval_every", r.eval_every, 0)
     _range("runtime.checkpoint_every", r.checkpoint_every, 0)
+    for t in r.report_to:
+        _choice("runtime.report_to", t, REPORT_TO)
     return cfg
 
 

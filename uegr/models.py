@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import torch
@@ -92,31 +91,21 @@ def load_model(cfg: ModelConfig, num_labels: int, label_names: list[str] | None 
     if label_names:
         model.config.id2label = dict(enumerate(label_names))
         model.config.label2id = {n: i for i, n in enumerate(label_names)}
-    install_pooling(model, resolve_pooling(cfg.name, cfg.pooling))
+    model = install_pooling(model, resolve_pooling(cfg.name, cfg.pooling))
     return model, tokenizer
 
 
-class MeanPooler(nn.Module):
-    """Masked mean of the last hidden states, standing in for a BERT pooler ([CLS] -> dense -> tanh).
+def register_auto_classes() -> None:
+    """Make the mean-pooled class known to the Auto classes (no remote code for the project's own
+    loads) and mark it for `auto_map`, so save_pretrained copies modeling_uegr.py into each folder."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    The encoder's forward passes only hidden states to its pooler, so a pre-hook on the encoder hands
-    over the attention mask of each call, keyed by thread (app sessions share one cached model) and
-    taken back by the pooler, so no thread's mask outlives its forward."""
+    from .modeling_uegr import UEGRBertConfig, UEGRBertForSequenceClassification
 
-    def __init__(self):
-        super().__init__()
-        self._masks: dict[int, torch.Tensor | None] = {}
-
-    def remember_mask(self, module, args, kwargs):
-        mask = kwargs.get("attention_mask")
-        self._masks[threading.get_ident()] = mask if mask is not None else (args[1] if len(args) > 1 else None)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        mask = self._masks.pop(threading.get_ident(), None)
-        if mask is None or mask.dim() != 2 or mask.shape[0] != hidden_states.shape[0]:
-            return hidden_states.mean(dim=1)
-        weights = mask.to(hidden_states.dtype).unsqueeze(-1)
-        return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    AutoConfig.register(UEGRBertConfig.model_type, UEGRBertConfig, exist_ok=True)
+    AutoModelForSequenceClassification.register(UEGRBertConfig, UEGRBertForSequenceClassification, exist_ok=True)
+    UEGRBertConfig.register_for_auto_class()
+    UEGRBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 
 
 def resolve_pooling(name: str, pooling: str) -> str:
@@ -125,41 +114,80 @@ def resolve_pooling(name: str, pooling: str) -> str:
     return "mean" if name in ("minilm", "default") else "cls"
 
 
-def install_pooling(model: nn.Module, pooling: str) -> nn.Module:
-    """Swap the encoder's pooler for a masked mean ("mean"); "cls" keeps the model's own head.
+def pooling_of(model: nn.Module) -> str:
+    return getattr(model.config, "pooling", None) if _is_mean_pooled(model) else "cls"
 
-    The choice is written into model.config, so a saved checkpoint loads with the same head."""
-    if pooling == "mean":
-        base = getattr(model, "base_model", model)
-        if not isinstance(getattr(base, "pooler", None), nn.Module):
-            raise ModelLoadError(
-                f"model.pooling='mean' needs a BERT-style encoder with a pooler; {type(model).__name__} has "
-                "none. Use model.pooling=cls (or auto) for this model.")
-        if not isinstance(base.pooler, MeanPooler):
-            base.pooler = MeanPooler()
-            base.register_forward_pre_hook(base.pooler.remember_mask, with_kwargs=True)
-    model.config.uegr_pooling = pooling
+
+def _is_mean_pooled(model: nn.Module) -> bool:
+    return getattr(model.config, "model_type", "") == "uegr_bert"
+
+
+def install_pooling(model: nn.Module, pooling: str) -> nn.Module:
+    """"mean": turn a BERT classifier, in place, into UEGRBertForSequenceClassification (same weights,
+    the [CLS] pooler dropped, a masked mean of the last hidden states instead); "cls" keeps the model.
+
+    In place, so the RNG, the weights and every reference to the model stay as they were."""
+    if pooling != "mean" or _is_mean_pooled(model):
+        return model
+    from transformers import BertForSequenceClassification
+
+    if not isinstance(model, BertForSequenceClassification):
+        raise ModelLoadError(
+            f"model.pooling='mean' needs a BERT-style encoder with a pooler; {type(model).__name__} has "
+            "none. Use model.pooling=cls (or auto) for this model.")
+    register_auto_classes()
+    from .modeling_uegr import UEGRBertConfig, UEGRBertForSequenceClassification
+
+    model.bert.pooler = None
+    model.config.__class__ = UEGRBertConfig  # shared by every submodule, so all see the new type
+    model.config.pooling = "mean"
+    model.config.__dict__.pop("uegr_pooling", None)
+    model.__class__ = UEGRBertForSequenceClassification
     return model
 
 
+def is_legacy_checkpoint(folder: str | Path) -> bool:
+    """Written before portable checkpoints: a plain BERT config whose mean pooling only uegr knew of."""
+    import json
+
+    try:
+        raw = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return raw.get("uegr_pooling") == "mean" and raw.get("model_type") != "uegr_bert"
+
+
+LEGACY_HINT = ("it was saved before portable checkpoints (model_type bert + uegr_pooling=mean): plain "
+               "transformers would load it with a random [CLS] pooler. Write a portable copy with "
+               "`uegr export RUN OUT` (or `uegr export FOLDER OUT`)")
+
+
 def load_checkpoint(path: str | Path, attn_implementation: str = "eager"):
-    """(model, tokenizer) from a folder written by `save_checkpoint` (safetensors only)."""
+    """(model, tokenizer) from a folder written by `save_checkpoint` (safetensors only).
+
+    A pre-portable mean-pooled folder is read correctly (its weights are those of the new class) with
+    a warning saying how to upgrade it; plain transformers cannot read it correctly."""
     offline_env()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} is not a checkpoint folder (no config.json).")
-    from transformers.utils import logging as hf_logging
+    register_auto_classes()
+    if is_legacy_checkpoint(path):
+        import warnings
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # a mean-pooled checkpoint has no pooler weights, by design
-    try:
+        from .modeling_uegr import UEGRBertConfig, UEGRBertForSequenceClassification
+
+        warnings.warn(f"checkpoint {path}: {LEGACY_HINT}.", stacklevel=2)
+        raw = UEGRBertConfig.get_config_dict(str(path))[0]
+        raw = {k: v for k, v in raw.items() if k not in ("model_type", "uegr_pooling", "architectures")}
+        config = UEGRBertConfig(**raw)
+        model = UEGRBertForSequenceClassification.from_pretrained(
+            path, config=config, use_safetensors=True, attn_implementation=attn_implementation)
+    else:
         model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True,
                                                                    attn_implementation=attn_implementation)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    install_pooling(model, getattr(model.config, "uegr_pooling", "cls"))
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer
 
@@ -252,10 +280,32 @@ def clamp_length(max_length: int, model=None, tokenizer=None) -> int:
 
 
 def save_checkpoint(model, tokenizer, folder: str | Path) -> None:
+    """A folder every Hugging Face loader reads to the same predictions: safetensors, config (with
+    label names), tokenizer; a mean-pooled model also gets modeling_uegr.py and an `auto_map`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if _is_mean_pooled(model):
+        register_auto_classes()
     model.save_pretrained(folder, safe_serialization=True)
+    names = accepted_inputs(model, tokenizer.model_input_names)
+    if names != list(tokenizer.model_input_names):
+        # e.g. DistilBERT with MiniLM's tokenizer: no token_type_ids, or pipelines and TextAttack would pass them
+        import copy
+
+        tokenizer = copy.copy(tokenizer)
+        tokenizer.init_kwargs = {**tokenizer.init_kwargs, "model_input_names": names}
+        tokenizer.model_input_names = names
     tokenizer.save_pretrained(folder)
+
+
+def accepted_inputs(model, names) -> list[str]:
+    """The tokenizer outputs the model's forward takes (DistilBERT has no token_type_ids)."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return list(names)
+    return [n for n in names if n in params]
 
 
 @torch.no_grad()
@@ -269,6 +319,7 @@ def predict_proba(model, tokenizer, texts: list[str], pairs: list[str] | None = 
     for i in range(0, len(texts), batch_size):
         enc = tokenizer(texts[i:i + batch_size], pairs[i:i + batch_size] if pairs else None, truncation=True,
                         max_length=max_length, padding=True, return_tensors="pt").to(device)
+        enc = {k: enc[k] for k in accepted_inputs(model, list(enc.keys()))}
         out.append(torch.softmax(model(**enc).logits.float(), -1).cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)

@@ -24,6 +24,7 @@ import torch
 
 from .config import Config, validate
 from .data import Encoded, TextDataset, load_dataset, make_collate
+from .env import hardware
 from .methods import StepContext, build_method
 from .methods.base import as_floats
 from .metrics import classification_report
@@ -118,7 +119,12 @@ class Trainer:
         precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[r.precision]
         if precision == "fp16" and device != "cuda":
             raise ValueError("runtime.precision='fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on CPU")
-        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision=precision)
+        from .trackers import TrackerLogger, accelerator_kwargs
+
+        trackers = accelerator_kwargs(r.report_to, self.run.path / "trackers" if self.run else "trackers")
+        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision=precision, **trackers)
+        if trackers:
+            self.callbacks.append(TrackerLogger(self.run.name if self.run else "uegr", cfg.to_dict()))
         seed_everything(o.seed)
 
         self.dataset = dataset or load_dataset(cfg.data)
@@ -533,7 +539,8 @@ class RunRecorder(Callback):
                             started=st.get("started") or time.time(), heartbeat=time.time(), step=trainer.step,
                             total_steps=trainer.total_steps, error=None, ended=None,
                             world_size=trainer.accelerator.num_processes, device=str(trainer.accelerator.device),
-                            attn_implementation=trainer.attn, dataset=trainer.dataset.summary())
+                            attn_implementation=trainer.attn, dataset=trainer.dataset.summary(),
+                            hardware=hardware())
 
     def on_step_end(self, trainer: Trainer, record: dict) -> None:
         self.run.append_metrics([record])

@@ -78,16 +78,23 @@ class ChildTuningD(Vanilla):
         upd = trainer.updater
         if upd is None or upd.masks is not None:  # resumed runs keep their saved mask
             return
-        fisher = [torch.zeros_like(p, dtype=torch.float32) for _, p in upd.named]
-        model = trainer.raw_model
-        was_training = model.training
-        model.train()  # as in CHILD-TUNING, gradients are taken in training mode
         n_batches = self.cfg.childtuning_batches or trainer.steps_per_epoch
         data = trainer.train_data
         b = trainer.cfg.optim.batch_size
-        for i in range(min(n_batches, -(-len(data) // b))):
-            batch = trainer.collate([data[j] for j in range(i * b, min((i + 1) * b, len(data)))])
-            batch = {k: v.to(trainer.accelerator.device) for k, v in batch.items()}
+        batches = ({k: v.to(trainer.accelerator.device) for k, v in
+                    trainer.collate([data[j] for j in range(i * b, min((i + 1) * b, len(data)))]).items()}
+                   for i in range(min(n_batches, -(-len(data) // b))))
+        self.fix_mask(upd, trainer.raw_model, batches)
+        trainer._emit("on_mask_refresh", trainer.step)
+
+    @staticmethod
+    def fix_mask(upd, model, batches) -> None:
+        """Fisher information (summed squared gradients) over `batches` -> the fixed top-k mask of `upd`.
+        Also used by uegr.hf.UEGRTrainer with its own data loader."""
+        fisher = [torch.zeros_like(p, dtype=torch.float32) for _, p in upd.named]
+        was_training = model.training
+        model.train()  # as in CHILD-TUNING, gradients are taken in training mode
+        for batch in batches:
             inputs, labels = split_batch(batch)
             model.zero_grad(set_to_none=True)
             classification_loss(model(**inputs).logits, labels).backward()
@@ -100,7 +107,6 @@ class ChildTuningD(Vanilla):
         upd.cfg = topk
         upd.saliency = fisher
         upd.set_mask_from_scores(fisher)
-        trainer._emit("on_mask_refresh", trainer.step)
 
 
 class RoAST(Method):
