@@ -17,7 +17,7 @@ MAX_POINTS = 1000  # per trace sent to the browser; longer series are strided af
 # (chart title, kind, metric names or a regex, y-axis title)
 PANELS = [
     ("Losses: total / clean / adversarial / JS / KL", "train", ["loss", "clean", "adv", "js", "kl"], "loss"),
-    ("Validation accuracy", "eval", ["accuracy"], "accuracy"),
+    ("Validation accuracy", "eval", ["accuracy", "robust_acc"], "accuracy"),
     ("Learning rate", "train", ["lr"], "lr"),
     ("Gradient norm", "train", ["grad_norm"], "norm"),
     ("Sampled dropout rates", "train", re.compile(r"^rate_\d+$"), "p"),
@@ -25,7 +25,7 @@ PANELS = [
 ]
 RAW_PANELS = {"Validation accuracy", "Learning rate"}  # sparse / deterministic: never smoothed
 LABELS = {"loss": "total", "clean": "clean", "adv": "adversarial", "js": "JS", "kl": "KL",
-          "kept_fraction": "all layers"}
+          "kept_fraction": "all layers", "accuracy": "clean", "robust_acc": "robust (under attack)"}
 
 
 # ------------------------------------------------------------------------------------------ smoothing
@@ -103,6 +103,8 @@ class RunSeries:
         new = self.reader.poll()
         for rec in new:
             kind, step = rec.get("kind"), rec.get("step")
+            if kind == "robust":  # robust accuracy (uegr/robust_eval.py) is drawn beside validation accuracy
+                kind, rec = "eval", {"robust_acc": rec.get("robust_acc")}
             if kind not in ("train", "eval") or step is None:
                 continue
             if kind == "eval" and rec.get("split", "validation") != "validation":

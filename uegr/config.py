@@ -25,6 +25,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 ATTN_IMPLS = ("auto", "eager", "sdpa")
 POOLINGS = ("auto", "cls", "mean")
+SELECT_ON = ("clean", "robust", "harmonic")
 
 
 class ConfigError(ValueError):
@@ -148,6 +149,14 @@ class RuntimeConfig:
     eval_every: int = 0  # steps; 0 = once per epoch
     checkpoint_every: int = 0  # steps; 0 = at each evaluation
     snapshot_saliency: bool = True
+    # Robust accuracy during training (uegr/robust_eval.py): every robust_eval_every steps (0 = off) a CPU copy
+    # of the weights is attacked in a background thread on a fixed seeded subset of the VALIDATION split.
+    robust_eval_every: int = 0
+    robust_eval_recipe: str = "deepwordbug"
+    robust_eval_examples: int = 64
+    robust_eval_budget: int = 100  # model queries per attacked example; 0 = unlimited
+    # Which score picks checkpoints/best: clean accuracy, robust accuracy, or their harmonic mean.
+    select_on: str = "clean"
 
 
 @dataclass
@@ -188,7 +197,9 @@ PRESETS: dict[str, dict] = {
         # majority class (docs/benchmarks.md, "Quick-demo preset").
         "method": {"name": "uegr", "k": 1, "js_include_clean": True, "adv_eps": 0.05, "refresh_every": 10},
         "optim": {"lr": 2e-4, "epochs": 1, "batch_size": 32},
-        "runtime": {"eval_every": 25, "log_every": 1},
+        # Robust accuracy on 32 validation snippets at steps 20 and 40, attacked beside training (<= 10 % of
+        # its wall time: docs/benchmarks.md, "Live robust evaluation").
+        "runtime": {"eval_every": 25, "log_every": 1, "robust_eval_every": 20, "robust_eval_examples": 32},
     },
     "paper-like": {
         "data": {"source": "builtin", "max_length": 128},
@@ -407,7 +418,21 @@ def validate(cfg: Config) -> Config:
     _range("runtime.log_every", r.log_every, 1)
     _range("runtime.eval_every", r.eval_every, 0)
     _range("runtime.checkpoint_every", r.checkpoint_every, 0)
+    _validate_robust_eval(r)
     return cfg
+
+
+def _validate_robust_eval(r: RuntimeConfig) -> None:
+    from .attacks.recipes import RECIPES  # cheap: no TextAttack import
+
+    _range("runtime.robust_eval_every", r.robust_eval_every, 0)
+    _choice("runtime.robust_eval_recipe", r.robust_eval_recipe, tuple(RECIPES))
+    _range("runtime.robust_eval_examples", r.robust_eval_examples, 1, 100000)
+    _range("runtime.robust_eval_budget", r.robust_eval_budget, 0)
+    _choice("runtime.select_on", r.select_on, SELECT_ON)
+    if r.select_on != "clean" and not r.robust_eval_every:
+        raise ConfigError("runtime.select_on", r.select_on,
+                          "'clean' unless runtime.robust_eval_every > 0 (robust selection needs robust evaluations)")
 
 
 def field_docs() -> dict[str, dict]:

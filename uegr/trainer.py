@@ -92,6 +92,11 @@ class Trainer:
         self.cfg = validate(cfg)
         self.run = run
         self.callbacks = list(callbacks or [])
+        if cfg.runtime.robust_eval_every:
+            from .robust_eval import RobustEvalCallback
+
+            # First, so its final robust result (and best checkpoint) is in before RunRecorder's final status.
+            self.callbacks.insert(0, RobustEvalCallback(cfg))
         o, r = cfg.optim, cfg.runtime
         if r.threads:
             torch.set_num_threads(r.threads)
@@ -291,7 +296,8 @@ class Trainer:
                    "time": time.time()}
         self.last_eval = {k: v for k, v in metrics.items() if k not in ("kind", "time")}
         score = metrics["accuracy"]
-        if self.best_score is None or score > self.best_score:
+        # select_on robust/harmonic: RobustEvalCallback picks checkpoints/best when its attack result is in.
+        if self.cfg.runtime.select_on == "clean" and (self.best_score is None or score > self.best_score):
             self.best_score = score
             self.save_checkpoint("best", with_state=False)
         self._emit("on_evaluate", metrics)
@@ -299,7 +305,8 @@ class Trainer:
         return metrics
 
     # ------------------------------------------------------------------ checkpoints and resume
-    def save_checkpoint(self, which: str = "last", with_state: bool = True) -> Path | None:
+    def save_checkpoint(self, which: str = "last", with_state: bool = True, model=None) -> Path | None:
+        """`model`: save these weights instead of the live ones (a measured snapshot, e.g. robust eval)."""
         if self.run is None:
             return None
         folder = self.run.checkpoint_dir(which)
@@ -310,7 +317,7 @@ class Trainer:
                 import shutil
 
                 shutil.rmtree(tmp)
-            save_checkpoint(self.raw_model, self.tokenizer, tmp)
+            save_checkpoint(model if model is not None else self.raw_model, self.tokenizer, tmp)
             if with_state:
                 torch.save(self.trainer_state(), tmp / "trainer_state.pt")
             if folder.exists():
@@ -457,7 +464,9 @@ class RunRecorder(Callback):
 
     def on_evaluate(self, trainer: Trainer, metrics: dict) -> None:
         self.run.append_metrics([metrics])
-        self.run.set_status(best_score=trainer.best_score, best_metric="accuracy", last_eval=metrics)
+        select_on = trainer.cfg.runtime.select_on
+        self.run.set_status(best_score=trainer.best_score, last_eval=metrics,
+                            best_metric="accuracy" if select_on == "clean" else select_on)
 
     def on_mask_refresh(self, trainer: Trainer, step: int) -> None:
         acc = trainer.accelerator
