@@ -248,9 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .attacks.cli import add_attack_parser
     from .landscape import add_landscape_parser
+    from .sweep.cli import add_sweep_parser
 
     add_attack_parser(sub)
     add_landscape_parser(sub)
+    add_sweep_parser(sub)
     return p
 
 

@@ -300,3 +300,11 @@ class RunStore:
         if root not in target.parents:
             raise RunError(f"refusing to delete {target}: it is outside the runs folder {root}")
         shutil.rmtree(target)
+
+    # ---------------------------------------------------------------- sweeps (uegr/sweep/)
+    def sweep_dir(self, study: str = "") -> Path:
+        """runs/sweeps/ holds the default Optuna storage (optuna.db); runs/sweeps/<study>/ a study's
+        progress.json and worker logs. Trials themselves are ordinary runs in runs/."""
+        d = self.root / "sweeps" / study if study else self.root / "sweeps"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
