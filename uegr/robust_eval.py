@@ -21,6 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from .trainer import Callback
 
 VALIDATION = "validation"
@@ -189,6 +191,7 @@ class RobustEvalCallback(Callback):
                         raise _Cancelled()
 
                 budget = self.r.robust_eval_budget or None
+                np.random.seed(self.cfg.data.split_seed)  # character edits draw from numpy too: same draws each time
                 summary = attack_dataset(self.model, self.tokenizer, self.texts, self.labels,
                                          self.r.robust_eval_recipe, n=None, seed=self.cfg.data.split_seed,
                                          query_budget=budget, progress=progress, label_names=self.label_names)
