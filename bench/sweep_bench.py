@@ -3,10 +3,13 @@ SQLite study (trials disjoint, wall time vs one worker).
 
     UEGR_DATA_DIR=../shared/data python bench/sweep_bench.py [--part pruning|workers|all] [--trials 16]
 
-Size (fits 2 shared CPU cores): UEGR on a 2-layer random BERT (hidden 64) on real SST-2, 4,000 training
-sentences, the full 872-sentence dev set, max_steps 120 (batch 32), an evaluation every 20 steps; the space
-below; objective clean_acc (dev accuracy of the best checkpoint). Same TPE sampler seed for both studies.
-Each study runs with `uegr sweep` in its own process, one thread per worker.
+Pruning, sized to fit 2 shared CPU cores: UEGR (the quick-demo method: K=1 + clean pass, adv_eps 0.05) on
+MiniLM, real SST-2, 800 training sentences, 200 dev sentences, 32 tokens, batch 16, max_steps 20, an evaluation
+every 4 steps; the space below; objective clean_acc (dev accuracy of the best checkpoint); TPE with the same
+seed in both studies; successive halving (min resource 4 steps, reduction factor 3) vs no pruning. The two
+studies run side by side (one thread each): step counts and objectives, not wall times, are compared.
+(A 2-layer random BERT stayed at the majority class within 120 steps on SST-2, so it cannot show pruning.)
+Workers: 8 trials of the tiny preset (random 2-layer BERT, 40 steps) with 1 and then 2 worker processes.
 """
 
 from __future__ import annotations
@@ -27,24 +30,35 @@ method.k: {low: 1, high: 2}
 method.lambda_js: {low: 0.1, high: 3.0, log: true}
 method.keep_ratio: {low: 0.1, high: 1.0}
 """
-BASE = ["--preset", "tiny", "--set", "data.source=sst2", "--set", "data.max_train_examples=4000",
-        "--set", "data.max_eval_examples=0", "--set", "data.max_length=48", "--set", "model.tiny_hidden_size=64",
-        "--set", "optim.batch_size=32", "--set", "optim.max_steps=120", "--set", "runtime.eval_every=20",
-        "--set", "runtime.threads=1", "--set", "runtime.snapshot_saliency=false", "--set", "method.refresh_every=10"]
+BASE = ["--preset", "quick-demo", "--set", "data.source=sst2", "--set", "data.max_train_examples=800",
+        "--set", "data.max_eval_examples=200", "--set", "data.max_length=32", "--set", "optim.batch_size=16",
+        "--set", "optim.max_steps=20", "--set", "runtime.eval_every=4", "--set", "runtime.robust_eval_every=0",
+        "--set", "runtime.threads=1", "--set", "runtime.snapshot_saliency=false"]
+TINY = ["--preset", "tiny", "--set", "optim.max_steps=40", "--set", "runtime.eval_every=20",
+        "--set", "runtime.threads=1", "--set", "runtime.snapshot_saliency=false"]
 
 
-def sweep(home: Path, study: str, trials: int, extra: list[str]) -> tuple[dict, float]:
+def start(home: Path, study: str, trials: int, base: list[str], extra: list[str]) -> subprocess.Popen:
     space = home / "space.yaml"
-    space.write_text(SPACE)
+    space.write_text(SPACE if base is BASE else "optim.lr: {low: 1.0e-4, high: 3.0e-3, log: true}\n")
     cmd = [sys.executable, "-m", "uegr.cli", "sweep", "--study", study, "--trials", str(trials), "--space", str(space),
-           "--objective", "clean_acc", "--seed", "0", "--json", "--quiet", *BASE, *extra]
+           "--objective", "clean_acc", "--seed", "0", "--json", "--quiet", *base, *extra]
     env = dict(os.environ, UEGR_HOME=str(home), PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if out.returncode:
-        raise SystemExit(out.stderr[-3000:])
-    return json.loads(out.stdout), wall
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=(home / "stderr.log").open("w"), text=True)
+    proc.t0 = time.perf_counter()
+    return proc
+
+
+def finish(proc: subprocess.Popen) -> tuple[dict, float]:
+    out, _ = proc.communicate()
+    wall = time.perf_counter() - proc.t0
+    if proc.returncode:
+        raise SystemExit(f"sweep failed (exit {proc.returncode}); see its stderr.log")
+    return json.loads(out), wall
+
+
+def sweep(home: Path, study: str, trials: int, base: list[str], extra: list[str]) -> tuple[dict, float]:
+    return finish(start(home, study, trials, base, extra))
 
 
 def trials_of(home: Path, study: str) -> list[dict]:
@@ -62,14 +76,18 @@ def trials_of(home: Path, study: str) -> list[dict]:
 
 def pruning(trials: int) -> dict:
     out = {}
+    procs = {}
     for label, pruner in (("unpruned", "none"), ("pruned", "halving")):
         home = Path(tempfile.mkdtemp(prefix=f"uegr-sweep-{label}-"))
-        summary, wall = sweep(home, label, trials, ["--pruner", pruner])
+        procs[label] = (home, pruner, start(home, label, trials, BASE, ["--pruner", pruner]))
+    for label, (home, pruner, proc) in procs.items():
+        summary, wall = finish(proc)
         rows = trials_of(home, label)
         out[label] = {"pruner": pruner, "wall_s": round(wall, 1), "best": summary["best"][0]["values"]["clean_acc"],
                       "total_steps": sum(r["steps"] for r in rows), "pruned": summary["pruned"],
                       "complete": summary["complete"], "trials": rows}
         print(json.dumps({k: v for k, v in out[label].items() if k != "trials"}), flush=True)
+        print(json.dumps({label: out[label]["trials"]}), flush=True)
     out["steps_ratio"] = round(out["unpruned"]["total_steps"] / max(1, out["pruned"]["total_steps"]), 2)
     out["best_difference"] = round(out["pruned"]["best"] - out["unpruned"]["best"], 4)
     return out
@@ -79,7 +97,7 @@ def workers(trials: int) -> dict:
     out = {}
     for n in (1, 2):
         home = Path(tempfile.mkdtemp(prefix=f"uegr-sweep-w{n}-"))
-        summary, wall = sweep(home, f"w{n}", trials, ["--pruner", "none", "--workers", str(n)])
+        summary, wall = sweep(home, f"w{n}", trials, TINY, ["--pruner", "none", "--workers", str(n)])
         rows = trials_of(home, f"w{n}")
         runs = [r["run"] for r in rows]
         out[f"workers_{n}"] = {"wall_s": round(wall, 1), "trials": len(rows), "pids": len({r["pid"] for r in rows}),

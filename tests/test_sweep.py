@@ -54,7 +54,8 @@ def test_space_and_objective_errors_are_one_line_exit_2(runs_dir, tmp_path, caps
 
 def test_three_trial_sweep_through_the_cli_and_its_reproducing_command(runs_dir, tmp_path, capsys):
     args = ["sweep", "--study", "s3", "--trials", "3", "--space", _space(tmp_path), "--seed", "0", "--json",
-            "--objective", "clean_acc,robust_acc", "--set", "runtime.robust_eval_examples=6", *TINY]
+            "--objective", "clean_acc,robust_acc", "--set", "runtime.robust_eval_examples=6", "--budget-steps", "2",
+            *TINY]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["trials_done"] == 3 and out["complete"] == 3 and out["directions"] == ["maximize", "maximize"]
@@ -67,7 +68,8 @@ def test_three_trial_sweep_through_the_cli_and_its_reproducing_command(runs_dir,
         assert st["state"] == "completed" and st["sweep"]["study"] == "s3" and st["sweep"]["trial"] == t.number
         cfg = run.config()
         assert cfg.optim.lr == t.params["optim.lr"] and cfg.method.k == t.params["method.k"]
-        assert [r["step"] for r in run.metrics("robust")] == [2, 4]  # robust eval forced at eval_every
+        assert [r["step"] for r in run.metrics("robust")] == [2]  # robust eval forced at eval_every
+        assert st["step"] == 2  # --budget-steps
 
     best = out["best"][0]
     assert set(best["values"]) == {"clean_acc", "robust_acc"}
@@ -78,6 +80,15 @@ def test_three_trial_sweep_through_the_cli_and_its_reproducing_command(runs_dir,
     repro, trial_run = store.get("repro"), store.get(best["run"])
     assert repro.config().to_dict() == trial_run.config().to_dict()
     assert [e["accuracy"] for e in repro.metrics("eval")] == [e["accuracy"] for e in trial_run.metrics("eval")]
+
+    # promote: the trial's parameters at full budget (4 steps), one run per seed
+    assert main(["sweep", "--study", "s3", "--promote", str(best["trial"]), "--seeds", "2", "--json", "--quiet"]) == 0
+    promoted = json.loads(capsys.readouterr().out)["runs"]
+    assert [r["seed"] for r in promoted] == [42, 43]
+    for r in promoted:
+        run = store.get(r["run"])
+        assert run.status()["step"] == 4 and run.status()["sweep"]["promoted"] is True
+        assert run.config().optim.lr == best["params"]["optim.lr"] and "optim.max_steps=2" not in r["command"]
 
     # joining a finished study runs nothing and prints where it stands
     assert main(["sweep", "--study", "s3", "--json", "--trials", "0"]) == 0
