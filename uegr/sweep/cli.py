@@ -87,7 +87,7 @@ def _spec_from_args(args, store: RunStore):
 def cmd_sweep(args) -> int:
     from dataclasses import asdict
 
-    from .study import ATTR, SweepError, create_or_load, resolve_storage, run_worker, study_summary
+    from .study import ATTR, SweepError, create_or_load, interrupt, resolve_storage, run_worker, study_summary
 
     store = RunStore(args.runs_dir)
     url = resolve_storage(args.storage, store)
@@ -101,12 +101,13 @@ def cmd_sweep(args) -> int:
     progress = Path(args.progress_file) if args.progress_file else store.sweep_dir(args.study) / "progress.json"
     if args.workers < 1:
         raise SweepError(f"--workers {args.workers}: at least 1")
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a stopped worker fails its trial, never leaves it running
+        signal.signal(sig, interrupt)
     if args.trials == 0:
         code = 0  # only print where the study stands
     elif args.workers > 1:
         code = _spawn_workers(args, store, url, progress, spec.trials)
     else:
-        signal.signal(signal.SIGTERM, _raise_interrupt)  # a terminated worker fails its trial, never leaves it running
         run_worker(study, spec, store, url, progress, args.retry_failed, quiet=args.quiet or args.json)
         code = 0
     summary = study_summary(study, spec, url, "done")
@@ -119,10 +120,6 @@ def cmd_sweep(args) -> int:
             vals = ", ".join(f"{k} {v:.4f}" for k, v in b["values"].items())
             print(f"  best trial {b['trial']} (run {b['run']}): {vals}\n    {b['command']}")
     return code
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _spawn_workers(args, store: RunStore, url: str, progress: Path, trials: int) -> int:

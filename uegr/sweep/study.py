@@ -18,6 +18,7 @@ import json
 import os
 import shlex
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +34,15 @@ SELECT_FOR = {"clean_acc": "clean", "robust_acc": "robust", "harmonic": "harmoni
 PRUNERS = ("auto", "none", "median", "halving", "hyperband")
 SAMPLERS = ("tpe", "random", "nsga2")
 ATTR = "uegr"
+
+
+INTERRUPTED = threading.Event()  # set by a worker's SIGINT/SIGTERM handler: stop the worker, not just the trial
+
+
+def interrupt(signum=None, frame=None):
+    """Signal handler for workers: the running trial ends failed (retriable), its run stopped, the worker exits."""
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
 
 
 class SweepError(ValueError):
@@ -395,6 +405,8 @@ def train_trial(study_name: str, spec: StudySpec, store: RunStore, params: dict,
         run.set_status(pruned=True, sweep={**sweep_tag, "pruned": True, "pruned_at": reporter.pruned_at},
                        note=msg)
         raise optuna.TrialPruned(msg)
+    if result["state"] == "stopped" and INTERRUPTED.is_set():
+        raise KeyboardInterrupt  # the trainer turned Ctrl-C/SIGTERM into a clean stop; the worker must end too
     if result["state"] != "completed":
         raise RuntimeError(f"run {run.name} ended {result['state']}")
     values = trial_values(run, spec)
@@ -426,6 +438,7 @@ def run_worker(study, spec: StudySpec, store: RunStore, url: str, progress_file:
     progress = Progress(study, spec, url, progress_file)
 
     def objective(trial):
+        fail_dead_trials(study, handler)  # a worker that died on this host since the last trial
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", socket.gethostname())
         params = suggest(trial, spec.space)
