@@ -34,7 +34,7 @@ PANELS = [
     Panel("Loss", "train", ["loss", "clean", "adv"], "cross-entropy"),
     # JS / KL are ~1e-3 next to CE ~1: on the loss axis they are a flat line at 0, so they get their own panel.
     Panel("Divergence between passes", "train", ["js", "kl"], "divergence (log)", log=True),
-    Panel("Validation accuracy", "eval", ["accuracy"], "accuracy", smooth=False),
+    Panel("Validation accuracy", "eval", ["accuracy", "robust_acc"], "accuracy", smooth=False),
     Panel("Learning rate", "train", ["lr"], "lr", smooth=False),
     Panel("Gradient norm", "train", ["grad_norm"], "norm"),
     Panel("Sampled dropout rates", "train", re.compile(r"^rate_\d+$"), "p", smooth=False, steps=True),
@@ -43,7 +43,8 @@ PANELS = [
 ]
 RAW_PANELS = {p.title for p in PANELS if not p.smooth}
 LABELS = {"loss": "total", "clean": "clean", "adv": "adversarial", "js": "JS", "kl": "KL",
-          "kept_fraction": "all layers", "grad_norm": "gradient norm", "accuracy": "accuracy", "lr": "lr"}
+          "kept_fraction": "all layers", "grad_norm": "gradient norm", "accuracy": "accuracy", "lr": "lr",
+          "robust_acc": "robust (under attack)"}
 
 
 # ------------------------------------------------------------------------------------------ smoothing
@@ -124,6 +125,8 @@ class RunSeries:
             self.cols.clear()
         for rec in new:
             kind, step = rec.get("kind"), rec.get("step")
+            if kind == "robust":  # robust accuracy (uegr/robust_eval.py) is drawn beside validation accuracy
+                kind, rec = "eval", {"robust_acc": rec.get("robust_acc")}
             if kind not in ("train", "eval") or step is None:
                 continue
             if kind == "eval" and rec.get("split", "validation") != "validation":

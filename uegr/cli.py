@@ -408,10 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .attacks.cli import add_attack_parser
     from .landscape import add_landscape_parser
     from .report import add_report_parser
+    from .sweep.cli import add_sweep_parser
 
     add_attack_parser(sub)
     add_landscape_parser(sub)
     add_report_parser(sub)
+    add_sweep_parser(sub)
     return p
 
 

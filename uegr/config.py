@@ -27,6 +27,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 ATTN_IMPLS = ("auto", "eager", "sdpa")
 POOLINGS = ("auto", "cls", "mean")
 REPORT_TO = ("tensorboard", "mlflow", "trackio", "aim", "wandb")  # uegr.trackers.TRACKERS
+SELECT_ON = ("clean", "robust", "harmonic")
 
 
 class ConfigError(ValueError):
@@ -153,6 +154,14 @@ class RuntimeConfig:
     # Experiment trackers (Accelerate): any of tensorboard, mlflow, trackio, aim, wandb (offline); files
     # go to <run>/trackers. Every metric of metrics.jsonl is logged as <kind>/<field> at its step.
     report_to: list[str] = field(default_factory=list)
+    # Robust accuracy during training (uegr/robust_eval.py): every robust_eval_every steps (0 = off) a CPU copy
+    # of the weights is attacked in a background thread on a fixed seeded subset of the VALIDATION split.
+    robust_eval_every: int = 0
+    robust_eval_recipe: str = "deepwordbug"
+    robust_eval_examples: int = 64
+    robust_eval_budget: int = 100  # model queries per attacked example; 0 = unlimited
+    # Which score picks checkpoints/best: clean accuracy, robust accuracy, or their harmonic mean.
+    select_on: str = "clean"
 
 
 @dataclass
@@ -337,6 +346,17 @@ FIELD_META: dict[str, dict] = {
     "runtime.report_to": _meta("Experiment trackers", "Experiment trackers (Accelerate) that receive the config "
                                "and every metric, under <run>/trackers: tensorboard (installed), mlflow, trackio, "
                                "aim, wandb (offline) if installed."),
+    "runtime.robust_eval_every": _meta("Robust evaluation every (steps)", "Attack a CPU copy of the weights every N "
+                                       "steps in a background thread, on a fixed seeded subset of the validation "
+                                       "split (0 = off)."),
+    "runtime.robust_eval_recipe": _meta("Robust evaluation attack", "The attack recipe used while training "
+                                        "(one that runs offline; default deepwordbug)."),
+    "runtime.robust_eval_examples": _meta("Robust evaluation sentences", "How many validation sentences are "
+                                          "attacked each time (a fixed seeded subset; never test)."),
+    "runtime.robust_eval_budget": _meta("Robust evaluation query budget", "Model queries per attacked sentence "
+                                        "(0 = unlimited)."),
+    "runtime.select_on": _meta("Best checkpoint chosen on", "clean accuracy, robust accuracy, or their harmonic "
+                               "mean (robust and harmonic need robust evaluation on)."),
 }
 
 
@@ -366,7 +386,9 @@ PRESETS: dict[str, dict] = {
         # majority class (docs/benchmarks.md, "Quick-demo preset").
         "method": {"name": "uegr", "k": 1, "js_include_clean": True, "adv_eps": 0.05, "refresh_every": 10},
         "optim": {"lr": 2e-4, "epochs": 1, "batch_size": 32},
-        "runtime": {"eval_every": 25, "log_every": 1},
+        # Robust accuracy on 16 validation snippets at each evaluation (steps 25 and 50), attacked beside
+        # training; its cost is in docs/benchmarks.md, "Live robust evaluation".
+        "runtime": {"eval_every": 25, "log_every": 1, "robust_eval_every": 25, "robust_eval_examples": 16},
     },
     "paper-like": {
         "data": {"source": "builtin", "max_length": 128},
@@ -621,7 +643,21 @@ def validate(cfg: Config) -> Config:
     _range("runtime.checkpoint_every", r.checkpoint_every, 0)
     for t in r.report_to:
         _choice("runtime.report_to", t, REPORT_TO)
+    _validate_robust_eval(r)
     return cfg
+
+
+def _validate_robust_eval(r: RuntimeConfig) -> None:
+    from .attacks.recipes import RECIPES  # cheap: no TextAttack import
+
+    _range("runtime.robust_eval_every", r.robust_eval_every, 0)
+    _choice("runtime.robust_eval_recipe", r.robust_eval_recipe, tuple(RECIPES))
+    _range("runtime.robust_eval_examples", r.robust_eval_examples, 1, 100000)
+    _range("runtime.robust_eval_budget", r.robust_eval_budget, 0)
+    _choice("runtime.select_on", r.select_on, SELECT_ON)
+    if r.select_on != "clean" and not r.robust_eval_every:
+        raise ConfigError("runtime.select_on", r.select_on,
+                          "'clean' unless runtime.robust_eval_every > 0 (robust selection needs robust evaluations)")
 
 
 def field_docs() -> dict[str, dict]:

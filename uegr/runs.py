@@ -780,6 +780,14 @@ class RunStore:
             lock.release()
 
 
+    # ---------------------------------------------------------------- sweeps (uegr/sweep/)
+    def sweep_dir(self, study: str = "") -> Path:
+        """runs/sweeps/ holds the default Optuna storage (optuna.db); runs/sweeps/<study>/ a study's
+        progress.json and worker logs. Trials themselves are ordinary runs in runs/."""
+        d = self.root / "sweeps" / study if study else self.root / "sweeps"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
 # ---------------------------------------------------------------- tags and notes (written by people, not jobs)
 ANNOTATIONS = "annotations.json"  # runs/<name>/annotations.json: {"tags": [...], "notes": "..."}
 TAG_RE = re.compile(r"^[\w.+-]{1,40}$")

@@ -112,6 +112,11 @@ class Trainer:
         from accelerate import Accelerator
 
         self.callbacks = list(callbacks or [])
+        if cfg.runtime.robust_eval_every:
+            from .robust_eval import RobustEvalCallback
+
+            # First, so its final robust result (and best checkpoint) is in before RunRecorder's final status.
+            self.callbacks.insert(0, RobustEvalCallback(cfg))
         o, r = cfg.optim, cfg.runtime
         if r.threads:
             torch.set_num_threads(r.threads)
@@ -334,7 +339,8 @@ class Trainer:
                    "time": time.time()}
         self.last_eval = {k: v for k, v in metrics.items() if k not in ("kind", "time")}
         score = metrics["accuracy"]
-        if self.best_score is None or score > self.best_score:
+        # select_on robust/harmonic: RobustEvalCallback picks checkpoints/best when its attack result is in.
+        if self.cfg.runtime.select_on == "clean" and (self.best_score is None or score > self.best_score):
             self.best_score = score
             self.save_checkpoint("best", with_state=False)
         self._emit("on_evaluate", metrics)
@@ -342,15 +348,16 @@ class Trainer:
         return metrics
 
     # ------------------------------------------------------------------ checkpoints and resume
-    def save_checkpoint(self, which: str = "last", with_state: bool = True) -> Path | None:
-        """Crash-safe: the run store writes a new folder, fsyncs it, then swaps the link (Run.write_checkpoint)."""
+    def save_checkpoint(self, which: str = "last", with_state: bool = True, model=None) -> Path | None:
+        """Crash-safe: the run store writes a new folder, fsyncs it, then swaps the link (Run.write_checkpoint).
+        `model`: save these weights instead of the live ones (a measured snapshot, e.g. robust eval)."""
         if self.run is None:
             return None
         self.accelerator.wait_for_everyone()
         folder = self.run.checkpoint_dir(which)
         if self.accelerator.is_main_process:
             def write(tmp: Path) -> None:
-                save_checkpoint(self.raw_model, self.tokenizer, tmp)
+                save_checkpoint(model if model is not None else self.raw_model, self.tokenizer, tmp)
                 if with_state:
                     torch.save(self.trainer_state(), tmp / "trainer_state.pt")
 
@@ -552,7 +559,9 @@ class RunRecorder(Callback):
 
     def on_evaluate(self, trainer: Trainer, metrics: dict) -> None:
         self.run.append_metrics([metrics])
-        self.run.set_status(best_score=trainer.best_score, best_metric="accuracy", last_eval=metrics)
+        select_on = trainer.cfg.runtime.select_on
+        self.run.set_status(best_score=trainer.best_score, last_eval=metrics,
+                            best_metric="accuracy" if select_on == "clean" else select_on)
 
     def on_mask_refresh(self, trainer: Trainer, step: int) -> None:
         acc = trainer.accelerator

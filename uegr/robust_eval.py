@@ -1,0 +1,201 @@
+"""Robust accuracy while training: attack a snapshot of the weights beside the training loop.
+
+Every `runtime.robust_eval_every` steps the callback copies the weights to the CPU (tens of ms) and hands
+them to one background thread, which loads them into its own CPU model and runs the project's attack
+(`uegr.attacks.attack_dataset`) on a fixed, seeded subset of the VALIDATION split (never test). Training
+goes on meanwhile; the result is written to metrics.jsonl as a "robust" record carrying the step whose
+weights were measured:
+
+    {"kind": "robust", "step": 50, "robust_acc": ..., "attack_success": ..., "avg_queries": ...,
+     "robust_eval_seconds": ..., "clean_acc": <on the same subset>, "n": 64, "recipe": "deepwordbug"}
+
+With `runtime.select_on` = robust | harmonic this callback (not the trainer) chooses checkpoints/best. The
+thread keeps a measured snapshot loaded until the main thread has decided whether it is the best, so the
+checkpoint written is exactly the weights that were attacked. Queued snapshots wait as CPU state dicts.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from .trainer import Callback
+
+VALIDATION = "validation"
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def harmonic(clean: float | None, robust: float | None) -> float | None:
+    if clean is None or robust is None:
+        return None
+    return 0.0 if clean + robust <= 0 else 2 * clean * robust / (clean + robust)
+
+
+def selection_score(select_on: str, clean: float | None, robust: float | None) -> float | None:
+    return {"clean": clean, "robust": robust, "harmonic": harmonic(clean, robust)}[select_on]
+
+
+def robust_rows(evals: list[dict], robusts: list[dict]) -> list[dict]:
+    """One row per robust record: step, clean (full-validation accuracy at that step when the trainer
+    evaluated there, else the attacked subset's clean accuracy), robust and their harmonic mean."""
+    clean_at = {e["step"]: e.get("accuracy") for e in evals if e.get("split", VALIDATION) == VALIDATION}
+    rows = []
+    for r in robusts:
+        clean = clean_at.get(r["step"], r.get("clean_acc"))
+        rows.append({"step": r["step"], "clean_acc": clean, "robust_acc": r.get("robust_acc"),
+                     "harmonic": harmonic(clean, r.get("robust_acc"))})
+    return rows
+
+
+class RobustEvalCallback(Callback):
+    """Added by the Trainer when runtime.robust_eval_every > 0. `listeners` get (trainer, record) on the
+    main thread once a record is written (the sweep reports them to its trial)."""
+
+    def __init__(self, cfg, listeners: list[Callable] | None = None):
+        self.cfg = cfg
+        self.r = cfg.runtime
+        self.listeners = list(listeners or [])
+        self.records: list[dict] = []
+        self._jobs: queue.Queue = queue.Queue()
+        self._done: queue.Queue = queue.Queue()
+        self._pending: list[tuple[int, dict]] = []  # snapshots waiting for the thread to be free
+        self._busy = False
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._clean_at: dict[int, float] = {}
+        self.model = self.tokenizer = None
+        self.texts: list[str] = []
+        self.labels: list[int] = []
+        self.wait_seconds = 0.0  # time the training loop spent waiting for this callback
+
+    # ---------------------------------------------------------------- trainer hooks (main thread)
+    def on_train_start(self, trainer) -> None:
+        from .attacks import get_recipe, select_indices
+
+        split = trainer.dataset.splits.get(VALIDATION)
+        if split is None or len(split) == 0:
+            raise ValueError("runtime.robust_eval_every > 0 needs a validation split; set data.validation_fraction "
+                             "or give data.validation_file")
+        if split.pairs is not None:
+            raise ValueError("runtime.robust_eval_every: attacks on sentence-pair data are not supported; set it to 0")
+        ok, why = get_recipe(self.r.robust_eval_recipe).available()
+        if not ok:
+            raise ValueError(f"runtime.robust_eval_recipe={self.r.robust_eval_recipe!r} cannot run here: {why}")
+        idx = select_indices(len(split), self.r.robust_eval_examples, self.cfg.data.split_seed)
+        self.texts = [split.texts[i] for i in idx]
+        self.labels = [int(split.labels[i]) for i in idx]
+        self.num_labels, self.label_names = trainer.dataset.num_labels, trainer.dataset.label_names
+        self._cancel.clear()
+        self._thread = threading.Thread(target=self._work, name="uegr-robust-eval", daemon=True)
+        self._thread.start()
+
+    def on_step_end(self, trainer, record: dict) -> None:
+        t0 = time.perf_counter()
+        self._drain(trainer, block=False)
+        if trainer.step % self.r.robust_eval_every == 0:
+            sd = {k: v.detach().to("cpu", copy=True) for k, v in trainer.raw_model.state_dict().items()}
+            self._pending.append((trainer.step, sd))
+            self._submit()
+        self.wait_seconds += time.perf_counter() - t0
+
+    def on_evaluate(self, trainer, metrics: dict) -> None:
+        if metrics.get("split") == VALIDATION:
+            self._clean_at[metrics["step"]] = metrics["accuracy"]
+
+    def on_train_end(self, trainer, state: str, error: str | None) -> None:
+        t0 = time.perf_counter()
+        if state == "completed":
+            while self._busy or self._pending:  # measure every snapshot taken, then stop the thread
+                self._drain(trainer, block=True)
+        else:  # stopped, pruned or failed: do not make the user wait for attacks nobody will read
+            self._cancel.set()
+            self._pending.clear()
+            if self._busy:
+                self._drain(trainer, block=True)
+        self._jobs.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        self.wait_seconds += time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- main-thread plumbing
+    def _submit(self) -> None:
+        if not self._busy and self._pending:
+            self._busy = True
+            self._jobs.put(self._pending.pop(0))
+
+    def _drain(self, trainer, block: bool) -> None:
+        while self._busy:
+            try:
+                step, summary, error = self._done.get(block=block)
+            except queue.Empty:
+                return
+            if error is not None and not isinstance(error, _Cancelled):
+                self._busy = False
+                raise RuntimeError(f"robust evaluation at step {step} failed: {error}") from error
+            if error is None:
+                self._handle(trainer, step, summary)
+            self._busy = False  # only now may the thread load the next snapshot over the measured one
+            self._submit()
+            block = False
+
+    def _handle(self, trainer, step: int, s: dict) -> None:
+        rec = {"kind": "robust", "step": step, "split": VALIDATION, "robust_acc": s["accuracy_under_attack"],
+               "attack_success": s["attack_success_rate"], "avg_queries": s["avg_queries"],
+               "robust_eval_seconds": s["seconds"], "clean_acc": s["clean_accuracy"], "n": s["num_examples"],
+               "recipe": self.r.robust_eval_recipe, "query_budget": self.r.robust_eval_budget, "time": time.time()}
+        self.records.append(rec)
+        if trainer.run is not None:
+            trainer.run.append_metrics([rec])
+        select_on = self.r.select_on
+        if select_on != "clean":
+            clean = self._clean_at.get(step, rec["clean_acc"])
+            score = selection_score(select_on, clean, rec["robust_acc"])
+            if score is not None and (trainer.best_score is None or score > trainer.best_score):
+                trainer.best_score = score
+                trainer.save_checkpoint("best", with_state=False, model=self.model)
+                if trainer.run is not None:
+                    trainer.run.set_status(best_score=score, best_metric=select_on, best_step=step)
+        for fn in self.listeners:
+            fn(trainer, rec)
+
+    # ---------------------------------------------------------------- the background thread
+    def _work(self) -> None:
+        from .attacks import attack_dataset
+        from .models import load_model
+
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            step, sd = job
+            try:
+                if self.model is None:  # its own model AND tokenizer: a fast tokenizer is not thread-safe
+                    self.model, self.tokenizer = load_model(self.cfg.model, self.num_labels, self.label_names,
+                                                            "sdpa", seed=self.cfg.optim.seed)
+                    self.model.eval()
+                missing, unexpected = self.model.load_state_dict(sd, strict=False)
+                del sd
+                if unexpected or [k for k in missing if not k.endswith("position_ids")]:
+                    raise ValueError(f"the CPU copy does not match the trained model (missing {missing[:3]}, "
+                                     f"unexpected {unexpected[:3]})")
+
+                def progress(done, total, eta):
+                    if self._cancel.is_set():
+                        raise _Cancelled()
+
+                budget = self.r.robust_eval_budget or None
+                np.random.seed(self.cfg.data.split_seed)  # character edits draw from numpy too: same draws each time
+                summary = attack_dataset(self.model, self.tokenizer, self.texts, self.labels,
+                                         self.r.robust_eval_recipe, n=None, seed=self.cfg.data.split_seed,
+                                         query_budget=budget, progress=progress, label_names=self.label_names)
+                self._done.put((step, summary, None))
+            except BaseException as exc:  # noqa: BLE001 - reported on the main thread
+                self._done.put((step, None, exc))
+
