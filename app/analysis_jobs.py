@@ -63,8 +63,8 @@ def launch_attack(run: Run, recipe: str, n: int, split: str = "test", query_budg
     d = job_dir(run, recipe, split)
     d.mkdir(parents=True, exist_ok=True)
     (d / STOPPED).unlink(missing_ok=True)
-    root = Path(runs_dir) if runs_dir else run.path.parent
-    cmd = [sys.executable, "-m", "uegr.cli", "attack", str(run.path), "--recipe", recipe, "-n", str(int(n)),
+    root = run.path.parent  # the run is named; its own runs folder finds it
+    cmd = [sys.executable, "-m", "uegr.cli", "attack", run.name, "--recipe", recipe, "-n", str(int(n)),
            "--split", split, "--runs-dir", str(root), "--seed", str(int(seed))]
     if query_budget is not None:
         cmd += ["--query-budget", str(int(query_budget))]

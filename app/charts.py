@@ -43,7 +43,7 @@ PANELS = [
 ]
 RAW_PANELS = {p.title for p in PANELS if not p.smooth}
 LABELS = {"loss": "total", "clean": "clean", "adv": "adversarial", "js": "JS", "kl": "KL",
-          "kept_fraction": "all layers", "grad_norm": "gradient norm", "accuracy": "accuracy", "lr": "lr",
+          "kept_fraction": "all layers", "grad_norm": "gradient norm", "accuracy": "clean", "lr": "lr",
           "robust_acc": "robust (under attack)"}
 
 

@@ -139,8 +139,8 @@ def calibration(timings: list[dict | None]) -> float | None:
 def build_command(run: Run, kind: str, settings: dict, other: str | None = None,
                   runs_dir: str | Path | None = None) -> list[str]:
     p = paths(run, kind)
-    root = Path(runs_dir) if runs_dir else run.path.parent
-    cmd = [sys.executable, "-m", "uegr.cli", "landscape", str(run.path), "--kind", kind, "--runs-dir", str(root),
+    root = run.path.parent  # the run is named; its own runs folder finds it
+    cmd = [sys.executable, "-m", "uegr.cli", "landscape", run.name, "--kind", kind, "--runs-dir", str(root),
            "--stop-file", str(p["stop"])]
     for key in COMMON + USED[kind]:
         if key in settings and settings[key] is not None:
