@@ -223,10 +223,10 @@ def test_table_cells_never_show_a_literal_none(home, tmp_path, monkeypatch):
 
     src = home["store"].get(RUNS[0]).path
     dst = tmp_path / "only-sharp"
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("analyses"))
+    shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns("analyses"))
     from uegr.cli import main
 
-    assert main(["landscape", str(dst), "--examples", "8", "--no-progress", "--runs-dir", str(tmp_path),
+    assert main(["landscape", dst.name, "--examples", "8", "--no-progress", "--runs-dir", str(tmp_path),
                  "--kind", "sharpness", "--rho", "0.01"]) == 0
     monkeypatch.setenv("UEGR_HOME", str(tmp_path))
     at = _page()
