@@ -438,9 +438,11 @@ def run_worker(study, spec: StudySpec, store: RunStore, url: str, progress_file:
     progress = Progress(study, spec, url, progress_file)
 
     def objective(trial):
-        fail_dead_trials(study, handler)  # a worker that died on this host since the last trial
+        # Claim the trial first: a retried trial inherits the dead worker's pid/host, and would otherwise be
+        # failed by the scan below as if it were still the dead worker's.
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", socket.gethostname())
+        fail_dead_trials(study, handler)  # a worker that died on this host since the last trial
         params = suggest(trial, spec.space)
         progress.write(f"trial {trial.number} running")
         name = f"{study.study_name}-t{trial.number:04d}"
