@@ -135,19 +135,19 @@ def show_flash() -> None:
 
 def run_controls(run, key_prefix: str, state: str | None = None) -> None:
     """Stop / Resume / Open in Live buttons for one run."""
-    from app import jobs
+    from uegr import jobs
     from uegr.runs import RunError
 
-    state = state or jobs.effective_state(run).get("state")
+    state = state or jobs.run_state(run).get("state")
     c1, c2, c3 = st.columns([1, 1, 1.3])
     if c1.button("Stop", key=f"{key_prefix}.stop.{run.name}", icon=":material/stop:",
                  disabled=not jobs.can_stop(state), help="Ask the run to checkpoint and stop"):
-        jobs.stop(run)
+        jobs.stop_run(run)
         st.toast(f"Stop requested for {run.name}")
     if c2.button("Resume", key=f"{key_prefix}.resume.{run.name}", icon=":material/play_arrow:",
                  disabled=not jobs.can_resume(state), help="Continue from the last checkpoint"):
         try:
-            jobs.resume(run, store())
+            jobs.resume_run(run, store())
             st.toast(f"Resumed {run.name}")
         except RunError as exc:
             st.error(str(exc))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import common, jobs, terms
+from app import common, terms
+from uegr import jobs
 from uegr.config import build_config
 from uegr.runs import RunError
 

@@ -10,6 +10,7 @@ import sys
 import time
 
 from . import config as C
+from . import jobs
 from .runs import NAME_RE, RunError, RunStore
 
 EXAMPLES = """examples:
@@ -28,8 +29,9 @@ EXAMPLES = """examples:
 class ProgressPrinter:
     """A tqdm bar on stderr for training, plus eval lines."""
 
-    def __init__(self, quiet: bool = False):
+    def __init__(self, quiet: bool = False, job: bool = False):
         self.quiet = quiet
+        self.job = job  # also write the background job's progress.json (uegr/jobs.py)
         self.bar = None
 
     def on_train_start(self, trainer):
@@ -41,6 +43,8 @@ class ProgressPrinter:
                         unit="step", file=sys.stderr, dynamic_ncols=True)
 
     def on_step_end(self, trainer, record):
+        if self.job:
+            jobs.report(record["step"], trainer.total_steps, f"step {record['step']}, loss {record.get('loss', 0):.4f}")
         if self.bar is not None:
             self.bar.update(record["step"] - self.bar.n)
             self.bar.set_postfix(loss=f"{record.get('loss', 0):.4f}", ex_s=f"{record['examples_per_s']:.1f}")
@@ -171,7 +175,7 @@ def _resume(args, run) -> int:
 def _make_trainer(args, run, cfg, resume: bool):
     from .trainer import RunRecorder, Trainer
 
-    return Trainer(cfg, run=run, callbacks=[RunRecorder(run), ProgressPrinter(args.json or args.quiet)],
+    return Trainer(cfg, run=run, callbacks=[RunRecorder(run), ProgressPrinter(args.json or args.quiet, job=True)],
                    resume=resume)
 
 
@@ -420,6 +424,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    jobs.claim()  # started as a background job: record how it ends (uegr/jobs.py)
+    code = 1
+    try:
+        code = _dispatch(args)
+        return code
+    finally:
+        jobs.finish(code)
+
+
+def _dispatch(args) -> int:
     from .data import DataError
     from .models import ModelLoadError
 

@@ -24,6 +24,14 @@
         analyses/            attack/landscape/eval results: <name>.json = the latest of each kind, plus their
                              job folders; analyses/history/<name>/<time>-<id>.json keeps every result
       _uploads/<sha256>/<file>  files uploaded in the app, content-addressed and read-only
+      _jobs/<id>/            one background job (uegr/jobs.py: training, attack, probe, sweep), any run:
+        job.json             argv, kind, labels (run, recipe, study...), pid + its start tick, host, started
+        log.txt              the job's stdout/stderr
+        progress.json        {step, total, eta_s, message, updated}, written by the job itself
+        STOP                 present = stop requested (the job polls it; SIGTERM is the fallback)
+        exit.json            {state, code, ended}: written by the job as it exits, or by the reaper
+                             (state interrupted) when its process is gone without one (kill -9)
+      sweeps/                the default Optuna storage and one folder per study (uegr/sweep/)
 """
 
 from __future__ import annotations
@@ -787,6 +795,69 @@ class RunStore:
         d = self.root / "sweeps" / study if study else self.root / "sweeps"
         d.mkdir(parents=True, exist_ok=True)
         return d
+
+# ---------------------------------------------------------------- background jobs (uegr/jobs.py)
+JOBS = "_jobs"
+
+
+@dataclass
+class JobFolder:
+    """The files of one background job (layout in this module's docstring); uegr/jobs.py holds the logic."""
+
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    spec_path = property(lambda self: self.path / "job.json")
+    log_path = property(lambda self: self.path / "log.txt")
+    progress_path = property(lambda self: self.path / "progress.json")
+    stop_path = property(lambda self: self.path / "STOP")
+    exit_path = property(lambda self: self.path / "exit.json")
+
+    def read(self, path: Path) -> dict | None:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return raw if isinstance(raw, dict) else None
+
+    def write(self, path: Path, data: dict) -> None:
+        _atomic_write(path, json.dumps(data, indent=1, default=str))
+
+    def locked(self, timeout: float = 30):
+        """The job's lock: the launcher, the job and every app session's reaper write under it."""
+        return _lock(self.path / ".job.lock", timeout)
+
+
+def jobs_root(root: Path) -> Path:
+    return Path(root) / JOBS
+
+
+def new_job_folder(root: Path, kind: str) -> JobFolder:
+    """A fresh job folder runs/_jobs/<time>-<kind>-<random>: ids sort by start time."""
+    d = jobs_root(root)
+    d.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", kind)[:30]
+    path = d / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-{uuid.uuid4().hex[:6]}"
+    path.mkdir()
+    return JobFolder(path)
+
+
+def job_folders(root: Path) -> list[JobFolder]:
+    """Every job folder, newest first."""
+    d = jobs_root(root)
+    if not d.is_dir():
+        return []
+    return [JobFolder(p) for p in sorted(d.iterdir(), reverse=True) if p.is_dir() and not p.name.startswith(".")]
+
+
+def job_folder(root: Path, job_id: str) -> JobFolder:
+    if not NAME_RE.match(job_id or ""):
+        raise RunError(f"job id {job_id!r} is not allowed: a job id is a name, not a path")
+    return JobFolder(jobs_root(root) / job_id)
+
 
 # ---------------------------------------------------------------- tags and notes (written by people, not jobs)
 ANNOTATIONS = "annotations.json"  # runs/<name>/annotations.json: {"tags": [...], "notes": "..."}
