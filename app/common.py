@@ -12,6 +12,8 @@ from uegr.runs import RunStore
 
 LIVE_PAGE = "../pages/live.py"  # st.switch_page paths are relative to app/streamlit_app.py
 TRAIN_PAGE = "../pages/train.py"
+SWEEP_PAGE = "../pages/sweep.py"
+COMPARE_PAGE = "../pages/compare.py"
 RUNS_PAGE = "../pages/runs.py"
 
 BADGE_COLOURS = {"queued": "gray", "running": "blue", "completed": "green", "failed": "red",
@@ -153,3 +155,26 @@ def run_controls(run, key_prefix: str, state: str | None = None) -> None:
             st.error(str(exc))
     if c3.button("Open in Live", key=f"{key_prefix}.live.{run.name}", icon=":material/monitoring:"):
         open_in_live(run.name)
+
+
+def jobs_panel(kind: str | None = None, key: str = "jobs", limit: int = 10, **labels) -> list[dict]:
+    """The background jobs of this runs folder (uegr/jobs.py; state on disk, so every session sees the same
+    list): a table, and a Stop button per running job. Returns the rows shown."""
+    from uegr import jobs
+
+    rows = [j.info() for j in jobs.list_jobs(store(), kind, **labels)[:limit]]
+    if not rows:
+        st.caption("No background jobs yet.")
+        return rows
+    table = [{"job": r["id"], "kind": r["kind"], "run / study": r.get("run") or r.get("study") or "",
+              "state": r["state"],
+              "progress": f"{r['step']}/{r['total']}" if r.get("total") else "",
+              "left": f"{r['eta_s']:.0f} s" if r.get("eta_s") is not None and r["state"] in jobs.ACTIVE else "",
+              "message": r.get("error") or r.get("message") or ""} for r in rows]
+    st.dataframe(table, hide_index=True, width="stretch", key=f"{key}.table")
+    for r in rows:
+        if r["state"] in jobs.ACTIVE and st.button(f"Stop {r['id']}", key=f"{key}.stop.{r['id']}",
+                                                   icon=":material/stop:", disabled=r["state"] == "stopping"):
+            jobs.get(store(), r["id"]).request_stop()
+            st.rerun()
+    return rows

@@ -422,13 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     jobs.claim()  # started as a background job: record how it ends (uegr/jobs.py)
     code = 1
     try:
-        code = _dispatch(args)
+        code = _dispatch(build_parser().parse_args(argv))
         return code
+    except SystemExit as exc:  # argparse refused the arguments
+        code = exc.code if isinstance(exc.code, int) else 1
+        raise
     finally:
         jobs.finish(code)
 
