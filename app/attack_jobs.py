@@ -18,7 +18,7 @@ def attack_name(recipe: str, split: str) -> str:
 
 def attack_argv(run: Run, store: RunStore, recipe: str, n: int, split: str = "test", query_budget: int | None = None,
                 max_perturb: float | None = None, seed: int = 0, fresh: bool = False) -> list[str]:
-    argv = ["attack", str(run.path), "--recipe", recipe, "-n", str(int(n)), "--split", split,
+    argv = ["attack", run.name, "--recipe", recipe, "-n", str(int(n)), "--split", split,
             "--runs-dir", str(store.root), "--seed", str(int(seed))]
     if query_budget is not None:
         argv += ["--query-budget", str(int(query_budget))]

@@ -116,7 +116,7 @@ def build_command(run: Run, kind: str, settings: dict, other: str | None = None,
     """The `uegr landscape ...` argument list of a probe (progress and stop go through uegr/jobs.py)."""
     _check_kind(kind)
     root = Path(runs_dir) if runs_dir else run.path.parent
-    cmd = ["landscape", str(run.path), "--kind", kind, "--runs-dir", str(root)]
+    cmd = ["landscape", run.name, "--kind", kind, "--runs-dir", str(root)]
     for key in COMMON + USED[kind]:
         if key in settings and settings[key] is not None:
             cmd += [FLAGS[key], str(settings[key])]

@@ -156,13 +156,12 @@ def _study() -> None:
     if not rows:
         st.caption("No trial yet.")
         return
-    event = st.dataframe(rows, hide_index=True, width="stretch", key="sw_trials_table", on_select="rerun",
-                         selection_mode="single-row")
-    sel = event.selection.rows if event is not None else []
-    if not sel:
-        st.caption("Select a trial to open its run in Live or Compare, or promote it.")
-        return
-    row = rows[sel[0]]
+    st.dataframe(rows, hide_index=True, width="stretch", key="sw_trials_table",
+                 column_config={"run": st.column_config.TextColumn(help="the trial's run (Runs page)")})
+    labels = {r["trial"]: f"trial {r['trial']} · {r['state']}" + (f" · {r['run']}" if r["run"] else "") for r in rows}
+    trial = st.selectbox("Trial", list(labels), format_func=labels.get, key="sw_trial",
+                         help="Open its run in Live or Compare, or promote it.")
+    row = next(r for r in rows if r["trial"] == trial)
     run_name = row["run"]
     c = st.columns(4)
     if c[0].button("Open in Live", key="sw_live", icon=":material/monitoring:", disabled=not run_name):
