@@ -81,7 +81,7 @@ def test_background_probe_ran_for_real(home):
     assert rec["settings"]["points"] == 5 and len(rec["losses"]) == 5 and rec["n_examples"] == 16
     # progress came from the CLI itself (uegr.jobs.report), not from its log
     assert (st["step"], st["total"]) == (5, 5) and st["message"] == "slice1d: 5/5" and st["fraction"] == 1.0
-    assert st["fraction"] == 1.0 and "--stop-file" in st["cmd"]
+    assert st["command"].startswith(f"uegr landscape {RUNS[1]} --kind slice1d")
 
 
 def test_page_shows_real_probe_numbers(home):
