@@ -929,12 +929,14 @@ def cmd_landscape(args) -> int:
         should_stop = lambda: (stop_path is not None and stop_path.exists()) or jobs.stop_requested()  # noqa: E731
         bar = None
         progress = None
-        if not args.no_progress:
+        if not args.no_progress or jobs.current() is not None:
             from tqdm.auto import tqdm
 
             def progress(done: int, total: int) -> None:
                 nonlocal bar
                 jobs.report(done, total, f"{args.kind}: {done}/{total}")
+                if args.no_progress:
+                    return
                 if bar is None or bar.total != total or done < bar.n:
                     if bar is not None:
                         bar.close()
