@@ -27,7 +27,9 @@ store = common.store()
 with st.expander("New study", expanded=not sv.study_names(store)):
     c = st.columns(3)
     method = c[0].selectbox("Method", sv.METHODS, key="sw_method", help="Each method gets its own knobs below.")
-    preset = c[1].selectbox("Base preset", list(C.PRESETS), index=list(C.PRESETS).index("quick-demo"),
+    qp = st.query_params.get("preset")  # /sweep?preset=tiny opens the form on that preset
+    preset = c[1].selectbox("Base preset", list(C.PRESETS),
+                            index=list(C.PRESETS).index(qp if qp in C.PRESETS else "quick-demo"),
                             key="sw_preset", help="Every trial starts from this preset (tiny = seconds, for a try).")
     study_name = c[2].text_input("Study name", value=f"{method}-{preset}", key="sw_study",
                                  help="Letters, digits, '-', '_' or '.'; an existing name continues that study.")
