@@ -29,7 +29,8 @@ SHOTS = ROOT / "docs" / "screenshots"
 # Points of the optimization history (Optuna's figure: its first trace holds one point per trial).
 HISTORY_JS = """() => {
     const el = Array.from(document.querySelectorAll('.js-plotly-plot'))
-        .find(el => ((el.layout || {}).title || {}).text === 'Optimization History Plot');
+        .find(el => (((el.layout || {}).title || {}).text || '').replace(/<[^>]+>/g, '')
+            .startsWith('Optimization History'));
     return el ? (el._fullData[0].x || []).length : 0;
 }"""
 

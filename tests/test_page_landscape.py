@@ -219,7 +219,7 @@ def test_table_cells_never_show_a_literal_none(home, tmp_path, monkeypatch):
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("analyses"))
     from uegr.cli import main
 
-    assert main(["landscape", str(dst), "--examples", "8", "--no-progress", "--runs-dir", str(tmp_path),
+    assert main(["landscape", "only-sharp", "--examples", "8", "--no-progress", "--runs-dir", str(tmp_path),
                  "--kind", "sharpness", "--rho", "0.01"]) == 0
     monkeypatch.setenv("UEGR_HOME", str(tmp_path))
     at = _page()

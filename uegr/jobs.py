@@ -90,7 +90,8 @@ class Job:
 
     @property
     def log_path(self) -> Path:
-        return self.folder.log_path
+        log = self.spec.get("log")  # a training job logs into its run folder (runs/<run>/log.txt)
+        return Path(log) if log else self.folder.log_path
 
     def progress(self) -> dict:
         return self.folder.read(self.folder.progress_path) or {}
@@ -189,23 +190,24 @@ class Job:
 
 
 def start(argv: list[str], store: RunStore, kind: str, labels: dict | None = None,
-          env: dict | None = None) -> Job:
-    """Run `python -m uegr.cli *argv` in the background as a job of `store`; returns it at once."""
+          env: dict | None = None, log: Path | None = None) -> Job:
+    """Run `python -m uegr.cli *argv` in the background as a job of `store`; returns it at once.
+    log: append the output there instead of the job folder's log.txt."""
     reap()
     folder = new_job_folder(store.root, kind)
     argv = [str(a) for a in argv]
     spec = {"id": folder.id, "kind": kind, "argv": argv, "labels": dict(labels or {}), "started": time.time(),
-            "host": socket.gethostname()}
+            "host": socket.gethostname(), **({"log": str(log)} if log else {})}
     folder.write(folder.spec_path, spec)
     e = child_env()
     e.update(env or {})
     e["UEGR_HOME"] = str(store.root)
     e[ENV_DIR] = str(folder.path.resolve())
     cmd = [sys.executable, "-m", "uegr.cli", *argv]
-    with folder.locked(), folder.log_path.open("ab") as log:
-        log.write(f"$ uegr {' '.join(argv)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(cmd, cwd=str(ROOT), env=e, stdin=subprocess.DEVNULL, stdout=log,
+    with folder.locked(), Path(log or folder.log_path).open("ab") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(cmd, cwd=str(ROOT), env=e, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
         _CHILDREN.append(proc)
         spec.update(pid=proc.pid, pid_start=_proc_start(proc.pid))
@@ -330,7 +332,8 @@ def launch_run(run: Run, store: RunStore, resume: bool = False) -> Job:
     argv = ["train", "--name", run.name, "--runs-dir", str(store.root), "--quiet"]
     argv += ["--resume"] if resume else ["--config", str(run.path / "config.json")]
     # The child honours a Stop clicked after this moment, even while it starts.
-    job = start(argv, store, "train", {"run": run.name}, env={"UEGR_LAUNCHED": repr(time.time())})
+    job = start(argv, store, "train", {"run": run.name}, env={"UEGR_LAUNCHED": repr(time.time())},
+                log=run.log_path)
     run.set_status(launcher_pid=job.spec.get("pid"), launched=time.time(), job=job.id)
     return job
 
