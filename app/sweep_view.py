@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import plotly.graph_objects as go
 
@@ -59,7 +60,7 @@ def new_study_argv(store: RunStore, study: str, preset: str, method: str, space:
     sets = [f"method.name={method}", *(extra_sets or [])]
     C.build_config(preset, None, sets)  # a bad --set fails here, before anything is written
     check_space(space, preset, method)
-    path = store.sweep_dir(study) / "space.yaml"
+    path = store.sweep_space_path(study)
     import yaml
 
     path.write_text(yaml.safe_dump(space, sort_keys=True), encoding="utf-8")
@@ -91,6 +92,9 @@ def promote_argv(store: RunStore, study: str, trial: int, seeds: int = 1) -> lis
 
 
 # ------------------------------------------------------------------------------------------ reading a study
+_STORAGES: dict[str, object] = {}  # one engine per storage URL for this app process (pages rerun every 2 s)
+
+
 def _storage(store: RunStore):
     import optuna
 
@@ -98,14 +102,17 @@ def _storage(store: RunStore):
 
     _quiet_optuna()
     url = resolve_storage(None, store)
-    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+    if url not in _STORAGES:
+        _STORAGES[url] = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+    return _STORAGES[url]
 
 
 def study_names(store: RunStore) -> list[str]:
     """Studies in the runs folder's default storage (newest first); [] when there is none yet."""
     import optuna
 
-    if not (store.root / "sweeps" / "optuna.db").is_file():
+    url = resolve_storage(None, store)
+    if not Path(url.removeprefix("sqlite:///")).is_file():
         return []
     summaries = optuna.get_all_study_summaries(_storage(store), include_best_trial=False)
     return [s.study_name for s in sorted(summaries, key=lambda s: s.datetime_start or 0, reverse=True)]

@@ -59,7 +59,7 @@ def test_start_a_tiny_sweep_watch_it_and_open_a_trial_in_live(home):
     assert not at.exception, [e.value for e in at.exception]
     job = jobs.latest(home, "sweep", study="page-tiny")
     assert job is not None and job.spec["argv"][:3] == ["sweep", "--study", "page-tiny"]
-    assert "--budget-steps" in job.spec["argv"] and (home.root / "sweeps" / "page-tiny" / "space.yaml").is_file()
+    assert "--budget-steps" in job.spec["argv"] and home.sweep_space_path("page-tiny").is_file()
     final = job.wait(300)
     assert final["state"] == "completed", job.log_tail(30)
     assert job.progress()["step"] == 2 and job.progress()["total"] == 2  # trials done, reported by the worker

@@ -796,6 +796,10 @@ class RunStore:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
+    def sweep_space_path(self, study: str) -> Path:
+        """The search space the Sweep page saved for a study (runs/sweeps/<study>/space.yaml)."""
+        return self.sweep_dir(check_name(study)) / "space.yaml"
+
 # ---------------------------------------------------------------- background jobs (uegr/jobs.py)
 JOBS = "_jobs"
 
