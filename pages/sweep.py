@@ -100,8 +100,7 @@ if not names:
     st.stop()
 if st.session_state.get("sw_pick") not in names:
     st.session_state["sw_pick"] = names[0]
-pick = st.selectbox("Study", names, key="sw_pick",
-                    format_func=lambda n: n + ("  (running)" if n in running else ""))
+pick = st.selectbox("Study", names, key="sw_pick", help="Studies of this runs folder, running ones first.")
 
 
 @st.fragment(run_every=2.0 if pick in running else None)

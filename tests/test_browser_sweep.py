@@ -69,7 +69,7 @@ def test_sweep_page_runs_a_tiny_study_and_opens_a_trial_in_live(server):
         try:
             page.goto(url + "/sweep?preset=tiny")
             start = page.get_by_role("button", name="Start sweep")
-            start.wait_for(timeout=60_000)
+            start.wait_for(timeout=180_000)  # the first load imports torch, optuna and plotly
             name = page.get_by_role("textbox", name="Study name")
             _set(name, "browser-sweep")
             _set(page.get_by_role("spinbutton", name="Trials"), "3")
