@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,33 @@ def test_start_a_tiny_sweep_watch_it_and_open_a_trial_in_live(home):
     at.selectbox(key="sw_trial").set_value(1).run()
     at.button(key="sw_live").click().run()
     assert at.session_state["live_runs"] == ["page-tiny-t0001"]
+
+
+def test_stop_and_resume_a_sweep_from_the_page(home):
+    from optuna.trial import TrialState
+
+    argv = sv.new_study_argv(home, "stoppable", "tiny", "vanilla", {"optim.lr": {"low": 1e-4, "high": 1e-3}},
+                             ["clean_acc"], trials=2, budget_steps=80)
+    job = sv.start_sweep(home, "stoppable", argv)
+    with pytest.raises(Exception, match="already running"):
+        sv.start_sweep(home, "stoppable", argv)
+    run_status = home.root / "stoppable-t0000" / "status.json"
+    end = time.time() + 240
+    while time.time() < end and not (run_status.is_file() and '"running"' in run_status.read_text()):
+        time.sleep(0.2)
+    at = open_page(PAGE)
+    assert at.selectbox(key="sw_pick").value == "stoppable"
+    at.button(key="sw_stop").click().run()
+    final = job.wait(120)
+    assert final["state"] == "stopped", job.log_tail(30)
+    study = sv.load_study(home, "stoppable")
+    assert [t.state for t in study.trials] == [TrialState.FAIL]  # the running trial ends failed, none started after
+    assert home.get("stoppable-t0000").status()["state"] == "stopped"  # its run stopped cleanly (checkpoint kept)
+
+    at.run()
+    at.button(key="sw_resume").click().run()
+    again = jobs.latest(home, "sweep", study="stoppable")
+    assert again.id != job.id and "--retry-failed" in again.spec["argv"]
+    assert again.wait(300)["state"] == "completed", again.log_tail(30)
+    study = sv.load_study(home, "stoppable")
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
