@@ -13,7 +13,7 @@
         metrics.discarded.jsonl  lines taken out of metrics.jsonl when a session starts: a torn last
                              line, and on resume the records logged after the checkpoint (they are
                              redone). Nothing is deleted; each batch starts with a {"kind": "discarded"} line.
-        log.txt              stdout/stderr of the training process (when launched by the app)
+        log.txt              stdout/stderr of the training process (when started as a job, uegr/jobs.py)
         STOP                 present = stop requested (also honoured by a queued run before it starts)
         checkpoints/last  -> .last@0000120-<id>   a symlink, swapped atomically (os.replace) to a folder
         checkpoints/best  -> .best@0000100-<id>   that was written as <folder>.tmp, fsynced and renamed
@@ -21,12 +21,13 @@
                              every instant; a complete folder left unlinked by a crash is adopted on resume.
                              Each: model.safetensors + tokenizer + labels (+ trainer_state.pt for last)
         saliency/            step_XXXXXXX.json (per-tensor summaries) + .safetensors (downsampled maps)
-        analyses/            attack/landscape/eval results: <name>.json = the latest of each kind, plus their
-                             job folders; analyses/history/<name>/<time>-<id>.json keeps every result
+        analyses/            attack/landscape/eval results: <name>.json = the latest of each kind, attack
+                             records in attack-<recipe>-<split>/; analyses/history/<name>/<time>-<id>.json
+                             keeps every result
       _uploads/<sha256>/<file>  files uploaded in the app, content-addressed and read-only
       _jobs/<id>/            one background job (uegr/jobs.py: training, attack, probe, sweep), any run:
         job.json             argv, kind, labels (run, recipe, study...), pid + its start tick, host, started
-        log.txt              the job's stdout/stderr
+        log.txt              the job's stdout/stderr (a training job writes its run's log.txt instead)
         progress.json        {step, total, eta_s, message, updated}, written by the job itself
         STOP                 present = stop requested (the job polls it; SIGTERM is the fallback)
         exit.json            {state, code, ended}: written by the job as it exits, or by the reaper
