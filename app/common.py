@@ -173,8 +173,12 @@ def jobs_panel(kind: str | None = None, key: str = "jobs", limit: int = 10, **la
               "message": r.get("error") or r.get("message") or ""} for r in rows]
     st.dataframe(table, hide_index=True, width="stretch", key=f"{key}.table")
     for r in rows:
-        if r["state"] in jobs.ACTIVE and st.button(f"Stop {r['id']}", key=f"{key}.stop.{r['id']}",
-                                                   icon=":material/stop:", disabled=r["state"] == "stopping"):
-            jobs.get(store(), r["id"]).request_stop()
+        if r["state"] not in jobs.ACTIVE:
+            continue
+        force = r["state"] == "stopping"  # it was asked already: this one sends SIGTERM
+        if st.button(f"{'Force stop' if force else 'Stop'} {r['id']}", key=f"{key}.stop.{r['id']}",
+                     icon=":material/stop:", help="SIGTERM to the job's processes" if force else
+                     "Ask the job to stop; it keeps what it finished"):
+            jobs.get(store(), r["id"]).request_stop(force=force)
             st.rerun()
     return rows
