@@ -37,8 +37,8 @@ with demo:
                 common.flash(f"Started the quick demo: {run.name}")
                 common.open_in_live(run.name)
         st.page_link(common.TRAIN_PAGE, label="Or choose every setting on the Train page", icon=":material/tune:")
-        st.page_link(common.SWEEP_PAGE, label="Or let Tune search the settings for clean and robust accuracy "
-                     "(Optuna sweeps on the Sweep page)", icon=":material/travel_explore:")
+        st.page_link(common.SWEEP_PAGE, label="Or tune them for clean + robust accuracy (Sweep page)",
+                     icon=":material/travel_explore:")
 with devs:
     st.subheader("Devices", anchor=False)
     dev = common.devices()
@@ -49,8 +49,15 @@ with devs:
     st.markdown("\n".join(lines))
     st.caption(f"torch {dev['torch'] or 'not installed'} · runs folder `{common.runs_root()}`")
 
-with st.expander("Background jobs (training, attacks, probes, sweeps)", expanded=False):
-    common.jobs_panel(key="home_jobs")
+
+
+@st.fragment(run_every=2.0 if jobs.active(common.store()) else None)
+def _jobs() -> None:
+    with st.expander("Background jobs (training, attacks, probes, sweeps)", expanded=False):
+        common.jobs_panel(key="home_jobs")
+
+
+_jobs()
 
 st.subheader("How one UEGR step works", anchor=False)
 st.markdown(
