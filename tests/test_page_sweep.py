@@ -77,6 +77,11 @@ def test_start_a_tiny_sweep_watch_it_and_open_a_trial_in_live(home):
     history = sv.figures(study)["history"]
     assert sum(len(t.x) for t in history.data if t.x is not None) >= 2  # the history has a point per trial
     at.selectbox(key="sw_trial").set_value(1).run()
+    at.button(key="sw_compare").click().run()  # Compare opens on this trial's run and the study's others
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.multiselect(key="cmp_runs").value == ["page-tiny-t0001", "page-tiny-t0000"] and not at.warning
+    at.switch_page(PAGE).run()
+    at.selectbox(key="sw_trial").set_value(1).run()
     at.button(key="sw_live").click().run()
     assert at.session_state["live_runs"] == ["page-tiny-t0001"]
 
