@@ -62,6 +62,15 @@ def test_progress_stop_and_exit_helpers_in_the_job_process(tmp_path, monkeypatch
     assert jobs.stop_requested()
     jobs.finish(0)
     assert folder.read(folder.exit_path)["state"] == "stopped"  # exit 0 after a stop request
+    folder.stop_path.unlink()
+    jobs.finish(0)
+    assert folder.read(folder.exit_path)["state"] == "completed"
+    monkeypatch.setattr(jobs, "_stopped", False)
+    jobs.stopped()  # the command stopped on a request of its own (`uegr stop RUN` writes the run's STOP)
+    jobs.finish(0)
+    assert folder.read(folder.exit_path)["state"] == "stopped"
+    jobs.finish(2)
+    assert folder.read(folder.exit_path) == {**folder.read(folder.exit_path), "state": "failed", "code": 2}
     monkeypatch.setenv(jobs.ENV_OWNER, "1")  # a subprocess of the job (a sweep worker) never writes it
     folder.exit_path.unlink()
     jobs.finish(2)

@@ -194,6 +194,8 @@ def _train(args, run, cfg, resume: bool) -> int:
 
 def _fit(args, run, trainer) -> int:
     result = trainer.fit()
+    if result["state"] == "stopped":
+        jobs.stopped()  # e.g. `uegr stop RUN`: the job is stopped too, not completed
     out = {"run": run.name, "path": str(run.path), **result}
     if trainer.accelerator.is_main_process:
         _print(out, args.json, f"run {run.name}: {result['state']} at step {result['step']}, "

@@ -248,6 +248,7 @@ def active(store: RunStore, kind: str | None = None, **labels) -> list[Job]:
 _folder: JobFolder | None = None
 _first: tuple[float, float] | None = None  # (time, step) of the first report: the ETA's rate
 _last_write = 0.0
+_stopped = False  # the command stopped on a request the job did not see (e.g. `uegr stop RUN`)
 
 
 def current() -> JobFolder | None:
@@ -296,6 +297,12 @@ def report(step: float, total: float | None = None, message: str = "", eta_s: fl
         pass  # progress is advisory: a full disk must not kill the job
 
 
+def stopped() -> None:
+    """The command ended early on request (exit 0): record the job as stopped, not completed."""
+    global _stopped
+    _stopped = True
+
+
 def stop_requested() -> bool:
     """Whether this process's job was asked to stop (False outside a job). Cheap: one stat."""
     folder = current()
@@ -307,7 +314,7 @@ def finish(code: int) -> None:
     folder = current()
     if folder is None or not _owner():
         return
-    stopped = folder.stop_path.exists()
+    stopped = _stopped or folder.stop_path.exists()
     if code == 0:
         state = "stopped" if stopped else "completed"
     elif code == 130:
