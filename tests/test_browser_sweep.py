@@ -91,8 +91,15 @@ def test_sweep_page_runs_a_tiny_study_and_opens_a_trial_in_live(server):
                 page.screenshot(path=str(SHOTS / "sweep-pareto.png"), full_page=True)
                 page.set_viewport_size({"width": 1400, "height": 1000})
 
-            page.get_by_role("button", name="Open in Live").click()
-            page.wait_for_url("**/live**", timeout=30_000)
+            time.sleep(3)  # the page redraws once when the job ends: click after that, not into the old page
+            for attempt in range(3):
+                page.get_by_role("button", name="Open in Live").click()
+                try:
+                    page.wait_for_url("**/live**", timeout=20_000)
+                    break
+                except sync_api.TimeoutError:
+                    if attempt == 2:
+                        raise
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
             assert "browser-sweep-t000" in page.content()
         finally:
