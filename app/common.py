@@ -12,6 +12,8 @@ from uegr.runs import RunStore
 
 LIVE_PAGE = "../pages/live.py"  # st.switch_page paths are relative to app/streamlit_app.py
 TRAIN_PAGE = "../pages/train.py"
+SWEEP_PAGE = "../pages/sweep.py"
+COMPARE_PAGE = "../pages/compare.py"
 RUNS_PAGE = "../pages/runs.py"
 
 BADGE_COLOURS = {"queued": "gray", "running": "blue", "completed": "green", "failed": "red",
@@ -135,21 +137,48 @@ def show_flash() -> None:
 
 def run_controls(run, key_prefix: str, state: str | None = None) -> None:
     """Stop / Resume / Open in Live buttons for one run."""
-    from app import jobs
+    from uegr import jobs
     from uegr.runs import RunError
 
-    state = state or jobs.effective_state(run).get("state")
+    state = state or jobs.run_state(run).get("state")
     c1, c2, c3 = st.columns([1, 1, 1.3])
     if c1.button("Stop", key=f"{key_prefix}.stop.{run.name}", icon=":material/stop:",
                  disabled=not jobs.can_stop(state), help="Ask the run to checkpoint and stop"):
-        jobs.stop(run)
+        jobs.stop_run(run)
         st.toast(f"Stop requested for {run.name}")
     if c2.button("Resume", key=f"{key_prefix}.resume.{run.name}", icon=":material/play_arrow:",
                  disabled=not jobs.can_resume(state), help="Continue from the last checkpoint"):
         try:
-            jobs.resume(run, store())
+            jobs.resume_run(run, store())
             st.toast(f"Resumed {run.name}")
         except RunError as exc:
             st.error(str(exc))
     if c3.button("Open in Live", key=f"{key_prefix}.live.{run.name}", icon=":material/monitoring:"):
         open_in_live(run.name)
+
+
+def jobs_panel(kind: str | None = None, key: str = "jobs", limit: int = 10, **labels) -> list[dict]:
+    """The background jobs of this runs folder (uegr/jobs.py; state on disk, so every session sees the same
+    list): a table, and a Stop button per running job. Returns the rows shown."""
+    from uegr import jobs
+
+    rows = [j.info() for j in jobs.list_jobs(store(), kind, **labels)[:limit]]
+    if not rows:
+        st.caption("No background jobs yet.")
+        return rows
+    table = [{"job": r["id"], "kind": r["kind"], "run / study": r.get("run") or r.get("study") or "",
+              "state": r["state"],
+              "progress": f"{r['step']}/{r['total']}" if r.get("total") else "",
+              "left": f"{r['eta_s']:.0f} s" if r.get("eta_s") is not None and r["state"] in jobs.ACTIVE else "",
+              "message": r.get("error") or r.get("message") or ""} for r in rows]
+    st.dataframe(table, hide_index=True, width="stretch", key=f"{key}.table")
+    for r in rows:
+        if r["state"] not in jobs.ACTIVE:
+            continue
+        force = r["state"] == "stopping"  # it was asked already: this one sends SIGTERM
+        if st.button(f"{'Force stop' if force else 'Stop'} {r['id']}", key=f"{key}.stop.{r['id']}",
+                     icon=":material/stop:", help="SIGTERM to the job's processes" if force else
+                     "Ask the job to stop; it keeps what it finished"):
+            jobs.get(store(), r["id"]).request_stop(force=force)
+            st.rerun()
+    return rows

@@ -1,16 +1,10 @@
 """Landscape page helpers: background `uegr landscape` probes, their progress, the results table and figures.
 
-One probe job per (run, kind), kept next to the result the CLI writes:
+A probe is a background job (uegr/jobs.py, labels run + probe kind): the CLI reports its progress and
+polls its stop request; the result it writes is kept with the run:
 
     runs/<run>/analyses/landscape-<kind>.json   the latest result (written by the CLI when it ends, also when stopped)
     runs/<run>/analyses/history/landscape-<kind>/<time>-<id>.json   every result, never overwritten (`history`)
-    runs/<run>/analyses/landscape-<kind>.job    pid, command, settings, estimate, started (written here)
-    runs/<run>/analyses/landscape-<kind>.log    the CLI's stdout/stderr (tqdm progress included)
-    runs/<run>/analyses/landscape-<kind>.stop   Stop = this file appears; the CLI saves partial results and exits
-
-The `.job` file has no `.json` suffix so `Run.analyses("landscape-")` never mistakes it for a result. The
-child has its own session (start_new_session=True): a page reload or an app restart neither kills nor
-duplicates it; all state lives in the run folder.
 
 No Streamlit import here: tests use it too.
 """
@@ -20,22 +14,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 
-from app.jobs import child_env
+from uegr import jobs
 from uegr.compare import number_or_none
 from uegr.landscape import KINDS, ProbeSettings, estimate_cost
-from uegr.runs import Run, pid_alive
+from uegr.runs import Run, RunStore
 
-ROOT = Path(__file__).resolve().parents[1]
 # Seconds a probe process needs before its first evaluation (Python, torch, transformers, data and checkpoint
 # loading): ~30 s seen on the shared 2-core machine under load, ~8 s when idle. estimate_cost excludes it.
 STARTUP_S = 20.0
@@ -49,28 +39,13 @@ FLAGS = {"split": "--split", "examples": "--examples", "batch_size": "--batch-si
 USED = {"slice1d": ("points", "span"), "slice2d": ("points", "span"), "interp": ("points", "margin"),
         "hessian": ("k", "iters", "samples"), "sharpness": ("rho", "eps")}
 COMMON = ("split", "examples", "batch_size", "seed", "params")
-_TQDM = re.compile(r"(\d+)/(\d+) \[")
-_CHILDREN: list[subprocess.Popen] = []
+ACTIVE = jobs.ACTIVE
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-
-
-def _reap() -> None:
-    for p in list(_CHILDREN):
-        if p.poll() is not None:
-            _CHILDREN.remove(p)
 
 
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"unknown landscape kind {kind!r}; use one of {', '.join(KINDS)}")
-
-
-def paths(run: Run, kind: str) -> dict[str, Path]:
-    _check_kind(kind)
-    d = run.analyses_dir
-    base = f"landscape-{kind}"
-    return {"result": d / f"{base}.json", "job": d / f"{base}.job", "log": d / f"{base}.log",
-            "stop": d / f"{base}.stop"}
 
 
 # ------------------------------------------------------------------------------------- cost estimate
@@ -138,10 +113,10 @@ def calibration(timings: list[dict | None]) -> float | None:
 # ------------------------------------------------------------------------------------- jobs
 def build_command(run: Run, kind: str, settings: dict, other: str | None = None,
                   runs_dir: str | Path | None = None) -> list[str]:
-    p = paths(run, kind)
+    """The `uegr landscape ...` argument list of a probe (progress and stop go through uegr/jobs.py)."""
+    _check_kind(kind)
     root = run.path.parent  # the run is named; its own runs folder finds it
-    cmd = [sys.executable, "-m", "uegr.cli", "landscape", run.name, "--kind", kind, "--runs-dir", str(root),
-           "--stop-file", str(p["stop"])]
+    cmd = ["landscape", run.name, "--kind", kind, "--runs-dir", str(root)]
     for key in COMMON + USED[kind]:
         if key in settings and settings[key] is not None:
             cmd += [FLAGS[key], str(settings[key])]
@@ -155,36 +130,22 @@ def build_command(run: Run, kind: str, settings: dict, other: str | None = None,
 def launch_probe(run: Run, kind: str, settings: dict, other: str | None = None,
                  runs_dir: str | Path | None = None, threads: int | None = None,
                  estimated_s: float | None = None) -> dict:
-    """Start `uegr landscape` on a run in the background; returns the job record (also in the .job file).
+    """Start `uegr landscape` on a run as a background job; returns its status (probe_status).
 
     estimated_s: the estimate the page showed (start-up included); default `estimate(...)['total_s']`.
     """
-    _reap()
-    cur = probe_status(run, kind)
-    if cur and cur["state"] == "running":
-        raise RuntimeError(f"a {kind} probe of {run.name!r} is already running (pid {cur['pid']})")
+    store = RunStore(runs_dir or run.path.parent)
+    for job in jobs.active(store, "landscape", run=run.name, probe=kind):
+        raise RuntimeError(f"a {kind} probe of {run.name!r} is already running (job {job.id})")
     if kind == "interp" and other and Path(str(other)).name == run.name:
         raise ValueError(f"interpolating {run.name!r} with itself gives a flat line; choose another run")
-    p = paths(run, kind)
-    cmd = build_command(run, kind, settings, other, runs_dir)
-    p["stop"].unlink(missing_ok=True)
-    env = child_env()
-    env["UEGR_HOME"] = str(Path(runs_dir) if runs_dir else run.path.parent)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(int(threads))
-    with p["log"].open("ab") as log:
-        log.write(f"\n$ {' '.join(cmd)}\n".encode())
-        log.flush()
-        offset = log.tell()
-        proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-    _CHILDREN.append(proc)
+    cmd = build_command(run, kind, settings, other, store.root)
     if estimated_s is None:
         estimated_s = estimate(run, kind, settings)["total_s"]
-    job = {"pid": proc.pid, "run": run.name, "kind": kind, "settings": dict(settings), "other": other,
-           "cmd": cmd, "started": time.time(), "log_offset": offset, "estimated_s": round(float(estimated_s), 1)}
-    p["job"].write_text(json.dumps(job, indent=1), encoding="utf-8")
-    return job
+    jobs.start(cmd, store, "landscape", {"run": run.name, "probe": kind, "settings": dict(settings), "other": other,
+                                         "estimated_s": round(float(estimated_s), 1)},
+               env={"OMP_NUM_THREADS": str(int(threads))} if threads else None)
+    return probe_status(run, kind, store)
 
 
 def launch_many(runs: list[Run], kind: str, settings: dict, other: str | None = None,
@@ -192,128 +153,65 @@ def launch_many(runs: list[Run], kind: str, settings: dict, other: str | None = 
                 estimates: dict[str, float] | None = None) -> tuple[list[dict], list[str]]:
     """Launch one probe per run, splitting the CPU threads between them; returns (jobs, error messages)."""
     threads = max(1, (os.cpu_count() or 1) // max(1, len(runs)))
-    jobs, errors = [], []
+    started, errors = [], []
     for run in runs:
         try:
-            jobs.append(launch_probe(run, kind, settings, other, runs_dir, threads if len(runs) > 1 else None,
-                                     (estimates or {}).get(run.name)))
+            started.append(launch_probe(run, kind, settings, other, runs_dir, threads if len(runs) > 1 else None,
+                                        (estimates or {}).get(run.name)))
         except (RuntimeError, ValueError, OSError) as exc:
             errors.append(f"{run.name}: {exc}")
-    return jobs, errors
+    return started, errors
 
 
-def _read_job(p: dict[str, Path]) -> dict | None:
-    try:
-        return json.loads(p["job"].read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _log_since(job: dict, p: dict[str, Path]) -> str:
-    try:
-        with p["log"].open("rb") as fh:
-            fh.seek(int(job.get("log_offset", 0)))
-            return fh.read()[-200_000:].decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def parse_progress(log_text: str, kind: str = "", settings: dict | None = None) -> tuple[float, str] | None:
-    """(fraction done 0..1, label) from the tqdm bars in the log, or None before the first bar.
-
-    A bar that restarts (fewer done or another total) starts a new phase: the Hessian probe runs power
-    iteration (k*iters products) and then the Hutchinson trace (samples products).
-    """
-    hits = [(int(a), int(b)) for a, b in _TQDM.findall(log_text)]
-    if not hits:
-        return None
-    phase, prev = 0, hits[0]
-    for h in hits[1:]:
-        if h[1] != prev[1] or h[0] < prev[0]:
-            phase += 1
-        prev = h
-    done, total = hits[-1]
-    frac = done / max(total, 1)
-    if kind == "hessian":
-        s = ProbeSettings.from_any({k: v for k, v in (settings or {}).items() if k in ProbeSettings.__dataclass_fields__})
-        eig, tr = s.k * s.iters, s.samples
-        w = eig / max(eig + tr, 1)
-        if phase == 0:
-            return w * frac, f"eigenvalues: {done}/{total} Hessian-vector products"
-        return w + (1 - w) * frac, f"trace: {done}/{total} Hutchinson samples"
-    unit = {"slice1d": "points", "slice2d": "grid points", "interp": "points", "sharpness": "ascent steps"}
-    return frac, f"{done}/{total} {unit.get(kind, 'steps')}"
-
-
-def probe_status(run: Run, kind: str) -> dict | None:
-    """The job record plus state (running / completed / stopped / failed), fraction, label, error, log_tail
-    and result (the saved record when this job wrote it). None when no job was launched from the app."""
-    _reap()
-    p = paths(run, kind)
-    job = _read_job(p)
+def probe_status(run: Run, kind: str, store: RunStore | None = None) -> dict | None:
+    """The newest probe job of (run, kind): its info() plus kind, settings, fraction, label, result (the
+    record this job saved), elapsed_s, estimated_s and log_tail. None when no probe was started as a job."""
+    _check_kind(kind)
+    store = store or RunStore(run.path.parent)
+    job = jobs.latest(store, "landscape", run=run.name, probe=kind)
     if job is None:
         return None
-    log = _log_since(job, p)
-    prog = parse_progress(log, kind, job.get("settings"))
+    info = job.info()
+    path = run.analyses_dir / f"landscape-{kind}.json"
     result = None
-    if p["result"].is_file() and p["result"].stat().st_mtime >= job["started"] - 1:
+    if path.is_file() and path.stat().st_mtime >= (info["started"] or 0) - 1:
         try:
-            result = json.loads(p["result"].read_text(encoding="utf-8"))
+            result = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             result = None
-    if pid_alive(job["pid"]):
-        state = "stopping" if p["stop"].exists() else "running"
-    elif result is not None:
-        state = "stopped" if result.get("stopped") else "completed"
-    elif p["stop"].exists():
+    state = info["state"]
+    if state == "completed" and result and result.get("stopped"):
         state = "stopped"
-    else:
-        state = "failed"
-    errors = [ln for ln in log.splitlines() if ln.startswith("error:")]
-    lines = [ln for ln in log.replace("\r", "\n").splitlines() if ln.strip()]
-    frac, label = prog if prog else (0.0, "starting (loading libraries, data and checkpoint)")
+    frac = info["fraction"] or 0.0
+    label = info["message"] or "starting (loading libraries, data and checkpoint)"
     if state == "completed":
         frac, label = 1.0, "done"
-    return {**job, "state": state, "fraction": frac, "label": label, "result": result,
-            "elapsed_s": time.time() - job["started"],
-            "error": errors[-1][len("error:"):].strip() if errors else None, "log_tail": "\n".join(lines[-12:])}
+    return {**info, "state": state, "kind": kind, "job": job, "fraction": frac, "label": label, "result": result,
+            "elapsed_s": time.time() - (info["started"] or time.time()), "log_tail": job.log_tail(12)}
 
 
 def stop_probe(run: Run, kind: str) -> bool:
     """Ask a running probe to stop (it saves what it computed so far). False if none was running."""
-    p = paths(run, kind)
-    job = _read_job(p)
-    if not job or not pid_alive(job["pid"]):
-        return False
-    p["stop"].write_text(str(time.time()), encoding="utf-8")
-    return True
+    st = probe_status(run, kind)
+    return bool(st) and st["job"].request_stop()
 
 
 def jobs_for(runs: list[Run]) -> list[dict]:
-    """The latest job of every kind launched from the app for these runs."""
-    out = []
-    for run in runs:
-        for kind in KINDS:
-            st = probe_status(run, kind)
-            if st:
-                out.append(st)
-    return out
+    """The latest probe job of every kind for these runs."""
+    return [st for run in runs for kind in KINDS if (st := probe_status(run, kind))]
 
 
-def any_running(jobs: list[dict]) -> bool:
-    return any(j["state"] in ("running", "stopping") for j in jobs)
+def any_running(jobs_: list[dict]) -> bool:
+    return any(j["state"] in jobs.ACTIVE for j in jobs_)
 
 
 def wait(run: Run, kind: str, timeout: float = 300.0, poll: float = 0.5) -> dict | None:
-    end = time.time() + timeout
     st = probe_status(run, kind)
-    while st and st["state"] in ("running", "stopping") and time.time() < end:
-        time.sleep(poll)
-        st = probe_status(run, kind)
-    return st
+    if st:
+        st["job"].wait(timeout, poll)
+    return probe_status(run, kind)
 
 
-# ------------------------------------------------------------------------------------- results
 def results(run: Run, picks: dict[str, str] | None = None) -> dict[str, dict]:
     """{kind: saved record} of the run's landscape probes: the latest of each kind, or for a kind in
     `picks` the result with that history id (see `history`)."""

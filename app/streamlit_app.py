@@ -22,6 +22,7 @@ PAGES = [
     ("landscape.py", "Landscape", ":material/landscape:", "landscape"),
     ("attack.py", "Attack lab", ":material/bolt:", "attack"),
     ("compare.py", "Compare", ":material/compare_arrows:", "compare"),
+    ("sweep.py", "Sweep", ":material/travel_explore:", "sweep"),
     ("learn.py", "Learn", ":material/school:", "learn"),
     ("glossary.py", "Glossary", ":material/menu_book:", "glossary"),
 ]

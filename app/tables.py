@@ -25,7 +25,7 @@ def _hyper(cfg) -> dict:
 
 def runs_table(runs: list[Run]) -> list[dict]:
     """One row per run: identity, status, best score, duration, tags, key knobs and robustness."""
-    from app.jobs import effective_state
+    from uegr.jobs import run_state as effective_state
     from uegr.runs import read_annotations
 
     rows = []

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import analysis_jobs as aj
+from app import attack_jobs as aj
 from app import attack_view as av
 from app import common
+from app.landscape_view import fmt_s
+from uegr import jobs
 from uegr.attacks import AttackError
 from uegr.models import ModelLoadError
 from uegr.runs import RunError
@@ -202,18 +204,18 @@ job_budget = c2.number_input("Query budget per example", 10, 100_000, 2000, step
 job_fresh = c3.toggle("Start afresh", key="atk_job_fresh",
                       help="Discard saved records of this recipe/split instead of resuming them.")
 
-current = aj.job_status(job_run, job_recipe, job_split) if job_recipe else None
-running = bool(current and current["state"] == "running")
+current = aj.attack_status(job_run, store, job_recipe, job_split) if job_recipe else None
+running = bool(current and current["state"] in jobs.ACTIVE)
 b1, b2, _ = st.columns([1, 1, 4])
 if b1.button("Start attack", icon=":material/play_arrow:", key="atk_job_start", disabled=running or not job_recipe):
     try:
-        aj.launch_attack(job_run, job_recipe, int(job_n), job_split, int(job_budget), runs_dir=store.root,
-                         fresh=job_fresh)
+        aj.start_attack(job_run, store, job_recipe, int(job_n), job_split, query_budget=int(job_budget),
+                        fresh=job_fresh)
         st.rerun()
     except RuntimeError as exc:
         st.error(str(exc))
 if b2.button("Stop", icon=":material/stop:", key="atk_job_stop", disabled=not running):
-    aj.stop_attack(job_run, job_recipe, job_split)
+    current["job"].request_stop()
     st.rerun()
 
 
@@ -231,13 +233,16 @@ def _summary_rows(run) -> list[dict]:
 
 @st.fragment(run_every=1.5 if running else None)
 def _progress() -> None:
-    st_ = aj.job_status(job_run, job_recipe, job_split) if job_recipe else None
+    st_ = aj.attack_status(job_run, store, job_recipe, job_split) if job_recipe else None
     if not st_:
         st.caption("No attack of this recipe and split has been started from here for this run yet.")
         return
-    if st_["state"] == "running":
+    if st_["state"] in jobs.ACTIVE:
         total = max(int(st_["total"] or 1), 1)
-        st.progress(min(st_["done"] / total, 1.0), text=f"{job_recipe} on {job_split}: {st_['done']}/{total} examples")
+        eta = f" · about {fmt_s(st_['eta_s'])} left" if st_.get("eta_s") else ""
+        st.progress(min(st_["done"] / total, 1.0),
+                    text=f"{job_recipe} on {job_split}: {st_['done']}/{total} examples{eta}"
+                    + (" · stopping" if st_["state"] == "stopping" else ""))
         with st.expander("Log"):
             st.code(st_["log_tail"] or "(starting...)", language=None)
         return
@@ -255,8 +260,9 @@ def _progress() -> None:
         m[3].metric("Avg perturbed words", "-" if apw is None else f"{apw:.1f}%")
         aq = s.get("avg_queries")
         m[4].metric("Avg queries", "-" if aq is None else f"{aq:.1f}")
-    elif st_["state"] == "stopped":
-        st.warning(f"Stopped at {st_['done']}/{st_['total']}; finished examples are kept — Start resumes them.")
+    elif st_["state"] in ("stopped", "interrupted"):
+        st.warning(f"{st_['state'].capitalize()} at {st_['done']}/{st_['total']}; finished examples are kept — "
+                   "Start resumes them.")
     else:
         st.error(f"The attack failed: {st_['error'] or 'see the log'}")
         st.code(st_["log_tail"], language=None)

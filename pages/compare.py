@@ -30,7 +30,8 @@ if not runs:
     st.info(f"No runs in `{store.root}` yet: train some on the Train page.")
     st.stop()
 by_name = {r.name: r for r in runs}
-chosen = st.multiselect("Runs", list(by_name), default=list(by_name)[:6], key="cmp_runs")
+chosen = st.multiselect("Runs", list(by_name), key="cmp_runs",  # the Sweep page may preselect them
+                        default=None if "cmp_runs" in st.session_state else list(by_name)[:6])
 if not chosen:
     st.info("Choose at least one run.")
     st.stop()

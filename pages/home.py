@@ -6,7 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import common, jobs, terms
+from app import common, terms
+from uegr import jobs
 from uegr.config import build_config
 from uegr.runs import RunError
 
@@ -36,6 +37,8 @@ with demo:
                 common.flash(f"Started the quick demo: {run.name}")
                 common.open_in_live(run.name)
         st.page_link(common.TRAIN_PAGE, label="Or choose every setting on the Train page", icon=":material/tune:")
+        st.page_link(common.SWEEP_PAGE, label="Or tune them for clean + robust accuracy (Sweep page)",
+                     icon=":material/travel_explore:")
 with devs:
     st.subheader("Devices", anchor=False)
     dev = common.devices()
@@ -45,6 +48,16 @@ with devs:
     lines.append(f"- Apple MPS: {'available' if dev['mps'] else 'none'}")
     st.markdown("\n".join(lines))
     st.caption(f"torch {dev['torch'] or 'not installed'} · runs folder `{common.runs_root()}`")
+
+
+
+@st.fragment(run_every=2.0 if jobs.active(common.store()) else None)
+def _jobs() -> None:
+    with st.expander("Background jobs (training, attacks, probes, sweeps)", expanded=False):
+        common.jobs_panel(key="home_jobs")
+
+
+_jobs()
 
 st.subheader("How one UEGR step works", anchor=False)
 st.markdown(

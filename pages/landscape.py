@@ -94,7 +94,7 @@ if work > 600:
     st.warning("This is a long probe: fewer examples, points or iterations make it faster.")
 
 jobs = lv.jobs_for(chosen)
-busy = {(j["run"], j["kind"]) for j in jobs if j["state"] in ("running", "stopping")}
+busy = {(j["run"], j["kind"]) for j in jobs if j["state"] in lv.ACTIVE}
 blocked = [r.name for r in chosen if (r.name, kind) in busy]
 if st.button(f"Start {kind} on {len(chosen)} run(s)", icon=":material/play_arrow:", key="ls_start", type="primary",
              disabled=bool(blocked), help=f"Already running: {', '.join(blocked)}" if blocked else None):
@@ -111,14 +111,14 @@ if st.button(f"Start {kind} on {len(chosen)} run(s)", icon=":material/play_arrow
 @st.fragment(run_every=1.5 if lv.any_running(jobs) else None)
 def _progress() -> None:
     now = lv.jobs_for(chosen)
-    recent = [j for j in now if j["state"] in ("running", "stopping") or j["elapsed_s"] < 3600]
+    recent = [j for j in now if j["state"] in lv.ACTIVE or j["elapsed_s"] < 3600]
     if not recent:
         return
     st.subheader("Probe jobs")
     for j in sorted(recent, key=lambda j: -j["started"]):
         c1, c2, c3 = st.columns([2, 5, 1])
         c1.markdown(f"**{j['run']}** · {j['kind']}")
-        if j["state"] in ("running", "stopping"):
+        if j["state"] in lv.ACTIVE:
             c2.progress(min(max(j["fraction"], 0.0), 1.0),
                         text=f"{'stopping… ' if j['state'] == 'stopping' else ''}{j['label']} · "
                              f"{lv.fmt_s(j['elapsed_s'])} of ~{lv.fmt_s(j['estimated_s'])}")
@@ -145,7 +145,7 @@ _progress()
 st.header("Results", divider="gray")
 running = {}  # run -> kinds with a probe running now
 for j in jobs:
-    if j["state"] in ("running", "stopping"):
+    if j["state"] in lv.ACTIVE:
         running.setdefault(j["run"], []).append(j["kind"])
 
 

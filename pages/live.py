@@ -6,7 +6,8 @@ import time
 
 import streamlit as st
 
-from app import charts, common, jobs, terms
+from app import charts, common, terms
+from uegr import jobs
 
 st.title("Live")
 terms.line("js-divergence", "sub-models", "keep-ratio")  # glossary links
@@ -75,7 +76,7 @@ def live_view() -> None:
     for s in shown:
         s.update()  # reads only bytes appended since the last tick
     for s in shown:
-        stt = jobs.effective_state(s.run)
+        stt = jobs.run_state(s.run)
         state = stt.get("state")
         with st.container(border=True):
             a, b, c = st.columns([2, 4, 4])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import colours, common, jobs
+from app import colours, common
 from app import config_form as F
 from app.tables import (
     HYPER_COLUMNS,
@@ -17,6 +17,7 @@ from app.tables import (
     runs_table,
     sort_rows,
 )
+from uegr import jobs
 from uegr.report import build_report
 from uegr.runs import RunError, read_annotations, write_annotations
 
@@ -59,7 +60,7 @@ names = [r.name for r in runs]
 default = st.session_state.get("live_runs", [names[0]])[0] if st.session_state.get("live_runs") else names[0]
 name = st.selectbox("Run", names, index=names.index(default) if default in names else 0, key="runs_pick")
 run = store.get(name)
-state = jobs.effective_state(run)
+state = jobs.run_state(run)
 c1, c2, c3 = st.columns([2, 3, 1.2])
 with c1:
     st.markdown(f"<span style='color:{colours.run_colour(run.name)};font-size:1.3rem'>●</span> **{run.name}**",

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import common, jobs, terms
+from app import common, terms
 from app import config_form as F
 from uegr import config as C
+from uegr import jobs
 from uegr.runs import NAME_RE, RunError
 
 st.title("Train")
@@ -329,7 +330,7 @@ runs = common.store().list()[:8]
 if not runs:
     st.caption("No runs yet.")
 for run in runs:
-    state = jobs.effective_state(run).get("state")
+    state = jobs.run_state(run).get("state")
     with st.container(border=True):
         a, b = st.columns([2, 3])
         with a:

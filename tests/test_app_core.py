@@ -15,8 +15,9 @@ if str(ROOT) not in sys.path:
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from app import charts, jobs, tables  # noqa: E402
+from app import charts, tables  # noqa: E402
 from app import config_form as F  # noqa: E402
+from uegr import jobs  # noqa: E402
 from uegr.config import build_config  # noqa: E402
 from uegr.runs import RunStore  # noqa: E402
 
@@ -26,14 +27,14 @@ TIMEOUT = 60
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    """A runs folder with one tiny run trained by a real `python -m uegr.cli train` launched by app.jobs."""
+    """A runs folder with one tiny run trained by a real `python -m uegr.cli train` launched by uegr.jobs."""
     root = tmp_path_factory.mktemp("uegr_home")
     old = os.environ.get("UEGR_HOME")
     os.environ["UEGR_HOME"] = str(root)
     os.environ.setdefault("UEGR_DATA_DIR", "/work/shared/data")
     store = RunStore(root)
     run = jobs.start_run(build_config("tiny"), store, "fixture-tiny")
-    final = jobs.wait(run, timeout=240)
+    final = jobs.wait_run(run, timeout=240)
     yield {"root": root, "store": store, "run": run, "final": final}
     if old is None:
         os.environ.pop("UEGR_HOME", None)
@@ -80,7 +81,7 @@ def test_pages_render(home, page):
 
 def test_invalid_values_show_field_error_and_start_nothing(home, monkeypatch):
     launched = []
-    monkeypatch.setattr(jobs, "launch", lambda run, store, resume=False: launched.append(run.name) or 1)
+    monkeypatch.setattr(jobs, "launch_run", lambda run, store, resume=False: launched.append(run.name) or 1)
     before = {r.name for r in home["store"].list()}
     at = _page(_app(), "train")
     at.number_input(key="cfg.method.p_min").set_value(0.5).run()  # above p_max = 0.3
@@ -96,7 +97,7 @@ def test_invalid_values_show_field_error_and_start_nothing(home, monkeypatch):
 
 def test_start_creates_run_listed_in_runs(home, monkeypatch):
     launched = []
-    monkeypatch.setattr(jobs, "launch", lambda run, store, resume=False: launched.append(run.name) or 1)
+    monkeypatch.setattr(jobs, "launch_run", lambda run, store, resume=False: launched.append(run.name) or 1)
     at = _page(_app(), "train")
     at.selectbox(key="preset").set_value("tiny").run()
     assert at.number_input(key="cfg.optim.max_steps").value == 6

@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app import landscape_view as lv  # noqa: E402
+from uegr import jobs  # noqa: E402
 
 RUNS = ("tiny-uegr", "tiny-vanilla")
 
@@ -78,7 +79,9 @@ def test_background_probe_ran_for_real(home):
     assert st is not None and st["state"] == "completed", st and (st["state"], st["log_tail"])
     rec = lv.results(home["store"].get(RUNS[1]))["slice1d"]
     assert rec["settings"]["points"] == 5 and len(rec["losses"]) == 5 and rec["n_examples"] == 16
-    assert st["fraction"] == 1.0 and "--stop-file" in st["cmd"]
+    # progress came from the CLI itself (uegr.jobs.report), not from its log
+    assert (st["step"], st["total"]) == (5, 5) and st["message"] == "slice1d: 5/5" and st["fraction"] == 1.0
+    assert st["command"].startswith(f"uegr landscape {RUNS[1]} --kind slice1d")
 
 
 def test_page_shows_real_probe_numbers(home):
@@ -110,7 +113,7 @@ def test_start_probe_launches_job_and_stop(home, monkeypatch):
         launched.append(list(cmd))
         return real_popen([sys.executable, "-c", "import time; time.sleep(60)"], **kw)
 
-    monkeypatch.setattr(lv.subprocess, "Popen", fake_popen)
+    monkeypatch.setattr(jobs.subprocess, "Popen", fake_popen)
     at = _page()
     at.selectbox(key="ls_kind").set_value("hessian")
     at.run()
@@ -127,14 +130,13 @@ def test_start_probe_launches_job_and_stop(home, monkeypatch):
             i = cmd.index("landscape")
             assert cmd[i + 2:i + 4] == ["--kind", "hessian"]
             assert cmd[cmd.index("--iters") + 1] == "4" and cmd[cmd.index("--samples") + 1] == "3"
-            assert cmd[cmd.index("--stop-file") + 1].endswith("landscape-hessian.stop")
         assert any("Started hessian" in str(s.value) for s in at.success)
         assert len(at.get("progress")) >= 2
         assert at.button(key="ls_start").disabled  # the same probe cannot start twice
         at.button(key=f"ls_stop.{RUNS[0]}.hessian").click()
         at.run()
         run = home["store"].get(RUNS[0])
-        assert lv.paths(run, "hessian")["stop"].exists()
+        assert lv.probe_status(run, "hessian")["job"].stop_requested()
         assert lv.probe_status(run, "hessian")["state"] == "stopping"
     finally:
         for name in RUNS:
@@ -144,7 +146,7 @@ def test_start_probe_launches_job_and_stop(home, monkeypatch):
                     os.kill(job["pid"], signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        lv._reap()
+        jobs.reap()
 
 
 def test_empty_state_for_run_without_probes(home, tmp_path, monkeypatch):
@@ -156,15 +158,6 @@ def test_empty_state_for_run_without_probes(home, tmp_path, monkeypatch):
     at = _page()
     assert "No probes yet for **fresh-run** — start one above." in _infos(at)
     assert not at.get("plotly_chart")
-
-
-def test_parse_progress_hessian_phases():
-    log = "x:   0%| | 0/8 [00:00\rx: 50%| | 4/8 [00:01\rx: 100%| | 8/8 [\r y:  0%| | 0/4 [\ry: 50%| | 2/4 ["
-    frac, label = lv.parse_progress(log, "hessian", {"k": 1, "iters": 8, "samples": 4})
-    assert frac == pytest.approx(8 / 12 + 4 / 12 * 0.5) and label.startswith("trace")
-    frac, label = lv.parse_progress("a 3/10 [", "slice2d", {})
-    assert frac == pytest.approx(0.3) and "grid points" in label
-    assert lv.parse_progress("loading...", "slice1d", {}) is None
 
 
 def test_interp_barrier_and_calibration():
@@ -247,7 +240,7 @@ def test_running_probe_is_not_called_missing(home, tmp_path, monkeypatch):
     from uegr.runs import RunStore
 
     real_popen = subprocess.Popen
-    monkeypatch.setattr(lv.subprocess, "Popen", lambda cmd, **kw: real_popen(
+    monkeypatch.setattr(jobs.subprocess, "Popen", lambda cmd, **kw: real_popen(
         [sys.executable, "-c", "import time; time.sleep(60)"], **kw))
     job = lv.launch_probe(RunStore(tmp_path).get("busy-run"), "slice2d", {"examples": 8, "points": 3},
                           runs_dir=tmp_path)
@@ -260,4 +253,4 @@ def test_running_probe_is_not_called_missing(home, tmp_path, monkeypatch):
         assert "The 2-D slice of busy-run is running" in infos
     finally:
         os.kill(job["pid"], signal.SIGTERM)
-        lv._reap()
+        jobs.reap()

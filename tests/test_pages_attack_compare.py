@@ -40,11 +40,10 @@ def home(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("UEGR_HOME", str(home))
         yield home
-    from app import analysis_jobs as aj
+    from uegr import jobs
     from uegr.runs import RunStore
-    for run in RunStore(home).list():  # never leave an attack process behind
-        for job in aj.jobs_for(run):
-            aj.stop_attack(run, job["recipe"], job["split"], grace=2)
+    for job in jobs.active(RunStore(home)):  # never leave an attack process behind
+        job.request_stop(force=True)
 
 
 def _page(path: str):
@@ -107,7 +106,7 @@ def test_attack_page_pick_from_data(home):
 
 
 def test_attack_slice_job_and_compare(home):
-    from app import analysis_jobs as aj
+    from app import attack_jobs as aj
     from uegr.runs import RunStore
 
     at = _page("../pages/attack.py")
@@ -119,12 +118,14 @@ def test_attack_slice_job_and_compare(home):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     run = RunStore(home).get("tiny-uegr")
-    job = aj.job_status(run, "deepwordbug", "test")
-    assert job is not None and job["n"] == 2
-    assert (run.analyses_dir / "attack-deepwordbug-test" / "log.txt").is_file()
-    job = aj.wait(run, "deepwordbug", "test", timeout=300)
+    store = RunStore(home)
+    job = aj.attack_status(run, store, "deepwordbug", "test")
+    assert job is not None and job["n"] == 2 and job["job"].log_path.is_file()
+    job["job"].wait(300)
+    job = aj.attack_status(run, store, "deepwordbug", "test")
     assert job["state"] == "completed", job["log_tail"]
     assert job["done"] == job["total"] == 2
+    assert job["job"].progress()["step"] == 2  # reported by the CLI (uegr.jobs.report), not scraped from tqdm
 
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -174,14 +175,17 @@ def test_attack_slice_job_and_compare(home):
 
 
 def test_attack_job_stop(home):
-    from app import analysis_jobs as aj
+    from app import attack_jobs as aj
     from uegr.runs import RunStore
 
-    run = RunStore(home).get("tiny-vanilla")
-    aj.launch_attack(run, "deepwordbug", 500, "validation", query_budget=5000)
+    store = RunStore(home)
+    run = store.get("tiny-vanilla")
+    job = aj.start_attack(run, store, "deepwordbug", 500, "validation", query_budget=5000)
     time.sleep(1.0)
-    assert aj.job_status(run, "deepwordbug", "validation")["state"] == "running"
-    assert aj.stop_attack(run, "deepwordbug", "validation", grace=10)
-    st = aj.wait(run, "deepwordbug", "validation", timeout=30)
-    assert st["state"] == "stopped", st
-    assert not aj.stop_attack(run, "deepwordbug", "validation")  # nothing running any more
+    assert aj.attack_status(run, store, "deepwordbug", "validation")["state"] in ("starting", "running")
+    with pytest.raises(RuntimeError, match="already running"):
+        aj.start_attack(run, store, "deepwordbug", 500, "validation")
+    assert job.request_stop()
+    st = job.wait(60)  # the CLI polls the stop request between examples, keeps the finished ones
+    assert st["state"] == "stopped" and st["code"] == 130, st
+    assert not job.request_stop()  # nothing running any more

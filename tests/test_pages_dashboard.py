@@ -18,7 +18,8 @@ pytest.importorskip("streamlit")
 from pagetools import open_page  # noqa: E402
 from test_dashboard_views import _run_with_metrics  # noqa: E402
 
-from app import colours, jobs  # noqa: E402
+from app import colours  # noqa: E402
+from uegr import jobs  # noqa: E402
 from uegr.runs import RunStore, read_annotations  # noqa: E402
 
 
@@ -45,7 +46,7 @@ def _figures(at) -> list[dict]:
 
 def test_train_method_first_only_its_knobs_and_every_error(home, monkeypatch):
     launched = []
-    monkeypatch.setattr(jobs, "launch", lambda run, store, resume=False: launched.append(run.name) or 1)
+    monkeypatch.setattr(jobs, "launch_run", lambda run, store, resume=False: launched.append(run.name) or 1)
     at = open_page("../pages/train.py")
     assert [t.label for t in at.tabs][:2] == ["Method", "Data"]
     method = at.radio(key="cfg.method.name")

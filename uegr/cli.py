@@ -10,6 +10,7 @@ import sys
 import time
 
 from . import config as C
+from . import jobs
 from .runs import NAME_RE, RunError, RunStore
 
 EXAMPLES = """examples:
@@ -28,8 +29,9 @@ EXAMPLES = """examples:
 class ProgressPrinter:
     """A tqdm bar on stderr for training, plus eval lines."""
 
-    def __init__(self, quiet: bool = False):
+    def __init__(self, quiet: bool = False, job: bool = False):
         self.quiet = quiet
+        self.job = job  # also write the background job's progress.json (uegr/jobs.py)
         self.bar = None
 
     def on_train_start(self, trainer):
@@ -41,6 +43,8 @@ class ProgressPrinter:
                         unit="step", file=sys.stderr, dynamic_ncols=True)
 
     def on_step_end(self, trainer, record):
+        if self.job:
+            jobs.report(record["step"], trainer.total_steps, f"step {record['step']}, loss {record.get('loss', 0):.4f}")
         if self.bar is not None:
             self.bar.update(record["step"] - self.bar.n)
             self.bar.set_postfix(loss=f"{record.get('loss', 0):.4f}", ex_s=f"{record['examples_per_s']:.1f}")
@@ -171,7 +175,7 @@ def _resume(args, run) -> int:
 def _make_trainer(args, run, cfg, resume: bool):
     from .trainer import RunRecorder, Trainer
 
-    return Trainer(cfg, run=run, callbacks=[RunRecorder(run), ProgressPrinter(args.json or args.quiet)],
+    return Trainer(cfg, run=run, callbacks=[RunRecorder(run), ProgressPrinter(args.json or args.quiet, job=True)],
                    resume=resume)
 
 
@@ -190,6 +194,8 @@ def _train(args, run, cfg, resume: bool) -> int:
 
 def _fit(args, run, trainer) -> int:
     result = trainer.fit()
+    if result["state"] == "stopped":
+        jobs.stopped()  # e.g. `uegr stop RUN`: the job is stopped too, not completed
     out = {"run": run.name, "path": str(run.path), **result}
     if trainer.accelerator.is_main_process:
         _print(out, args.json, f"run {run.name}: {result['state']} at step {result['step']}, "
@@ -418,8 +424,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    jobs.claim()  # started as a background job: record how it ends (uegr/jobs.py)
+    code = 1
+    try:
+        code = _dispatch(build_parser().parse_args(argv))
+        return code
+    except SystemExit as exc:  # argparse refused the arguments
+        code = exc.code if isinstance(exc.code, int) else 1
+        raise
+    finally:
+        jobs.finish(code)
+
+
+def _dispatch(args) -> int:
     from .data import DataError
     from .models import ModelLoadError
 

@@ -888,6 +888,7 @@ def _resolve_other(store, spec: str, run):
 
 def cmd_landscape(args) -> int:
     """`uegr landscape RUN --kind ...`: 0 on success (also when stopped via --stop-file), 2 on errors."""
+    from . import jobs
     from .data import DataError, load_dataset
     from .models import ModelLoadError, load_tokenizer
     from .runs import RunError, RunStore
@@ -925,14 +926,17 @@ def cmd_landscape(args) -> int:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise LandscapeError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
         stop_path = Path(args.stop_file) if args.stop_file else None
-        should_stop = (lambda: stop_path.exists()) if stop_path else None
+        should_stop = lambda: (stop_path is not None and stop_path.exists()) or jobs.stop_requested()  # noqa: E731
         bar = None
         progress = None
-        if not args.no_progress:
+        if not args.no_progress or jobs.current() is not None:
             from tqdm.auto import tqdm
 
             def progress(done: int, total: int) -> None:
                 nonlocal bar
+                jobs.report(done, total, f"{args.kind}: {done}/{total}")
+                if args.no_progress:
+                    return
                 if bar is None or bar.total != total or done < bar.n:
                     if bar is not None:
                         bar.close()

@@ -13,7 +13,7 @@
         metrics.discarded.jsonl  lines taken out of metrics.jsonl when a session starts: a torn last
                              line, and on resume the records logged after the checkpoint (they are
                              redone). Nothing is deleted; each batch starts with a {"kind": "discarded"} line.
-        log.txt              stdout/stderr of the training process (when launched by the app)
+        log.txt              stdout/stderr of the training process (when started as a job, uegr/jobs.py)
         STOP                 present = stop requested (also honoured by a queued run before it starts)
         checkpoints/last  -> .last@0000120-<id>   a symlink, swapped atomically (os.replace) to a folder
         checkpoints/best  -> .best@0000100-<id>   that was written as <folder>.tmp, fsynced and renamed
@@ -21,9 +21,18 @@
                              every instant; a complete folder left unlinked by a crash is adopted on resume.
                              Each: model.safetensors + tokenizer + labels (+ trainer_state.pt for last)
         saliency/            step_XXXXXXX.json (per-tensor summaries) + .safetensors (downsampled maps)
-        analyses/            attack/landscape/eval results: <name>.json = the latest of each kind, plus their
-                             job folders; analyses/history/<name>/<time>-<id>.json keeps every result
+        analyses/            attack/landscape/eval results: <name>.json = the latest of each kind, attack
+                             records in attack-<recipe>-<split>/; analyses/history/<name>/<time>-<id>.json
+                             keeps every result
       _uploads/<sha256>/<file>  files uploaded in the app, content-addressed and read-only
+      _jobs/<id>/            one background job (uegr/jobs.py: training, attack, probe, sweep), any run:
+        job.json             argv, kind, labels (run, recipe, study...), pid + its start tick, host, started
+        log.txt              the job's stdout/stderr (a training job writes its run's log.txt instead)
+        progress.json        {step, total, eta_s, message, updated}, written by the job itself
+        STOP                 present = stop requested (the job polls it; SIGTERM is the fallback)
+        exit.json            {state, code, ended}: written by the job as it exits, or by the reaper
+                             (state interrupted) when its process is gone without one (kill -9)
+      sweeps/                the default Optuna storage and one folder per study (uegr/sweep/)
 """
 
 from __future__ import annotations
@@ -787,6 +796,73 @@ class RunStore:
         d = self.root / "sweeps" / study if study else self.root / "sweeps"
         d.mkdir(parents=True, exist_ok=True)
         return d
+
+    def sweep_space_path(self, study: str) -> Path:
+        """The search space the Sweep page saved for a study (runs/sweeps/<study>/space.yaml)."""
+        return self.sweep_dir(check_name(study)) / "space.yaml"
+
+# ---------------------------------------------------------------- background jobs (uegr/jobs.py)
+JOBS = "_jobs"
+
+
+@dataclass
+class JobFolder:
+    """The files of one background job (layout in this module's docstring); uegr/jobs.py holds the logic."""
+
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    spec_path = property(lambda self: self.path / "job.json")
+    log_path = property(lambda self: self.path / "log.txt")
+    progress_path = property(lambda self: self.path / "progress.json")
+    stop_path = property(lambda self: self.path / "STOP")
+    exit_path = property(lambda self: self.path / "exit.json")
+
+    def read(self, path: Path) -> dict | None:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return raw if isinstance(raw, dict) else None
+
+    def write(self, path: Path, data: dict) -> None:
+        _atomic_write(path, json.dumps(data, indent=1, default=str))
+
+    def locked(self, timeout: float = 30):
+        """The job's lock: the launcher, the job and every app session's reaper write under it."""
+        return _lock(self.path / ".job.lock", timeout)
+
+
+def jobs_root(root: Path) -> Path:
+    return Path(root) / JOBS
+
+
+def new_job_folder(root: Path, kind: str) -> JobFolder:
+    """A fresh job folder runs/_jobs/<time>-<kind>-<random>: ids sort by start time."""
+    d = jobs_root(root)
+    d.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", kind)[:30]
+    path = d / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-{uuid.uuid4().hex[:6]}"
+    path.mkdir()
+    return JobFolder(path)
+
+
+def job_folders(root: Path) -> list[JobFolder]:
+    """Every job folder, newest first."""
+    d = jobs_root(root)
+    if not d.is_dir():
+        return []
+    return [JobFolder(p) for p in sorted(d.iterdir(), reverse=True) if p.is_dir() and not p.name.startswith(".")]
+
+
+def job_folder(root: Path, job_id: str) -> JobFolder:
+    if not NAME_RE.match(job_id or ""):
+        raise RunError(f"job id {job_id!r} is not allowed: a job id is a name, not a path")
+    return JobFolder(jobs_root(root) / job_id)
+
 
 # ---------------------------------------------------------------- tags and notes (written by people, not jobs)
 ANNOTATIONS = "annotations.json"  # runs/<name>/annotations.json: {"tags": [...], "notes": "..."}

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from . import jobs
 from .config import Config, validate
 from .data import Encoded, TextDataset, load_dataset, make_collate
 from .env import hardware
@@ -575,7 +576,7 @@ class RunRecorder(Callback):
             self.run.write_snapshot(step, rows, maps)
 
     def should_stop(self, trainer: Trainer) -> bool:
-        return self.run.stop_requested()
+        return self.run.stop_requested() or jobs.stop_requested()
 
     def on_train_end(self, trainer: Trainer, state: str, error: str | None) -> None:
         try:

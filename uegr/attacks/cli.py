@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from .. import jobs
 from .recipes import DEFAULT_RECIPE, RECIPES, AttackError, get_recipe, list_recipes
 
 SPLITS = ("validation", "test", "train")
@@ -95,6 +96,9 @@ def _progress_bar(total: int, desc: str):
     bar = tqdm(total=total, desc=desc, unit="ex", dynamic_ncols=True, file=sys.stderr)
 
     def update(done: int, tot: int, eta: float | None) -> None:
+        jobs.report(done, tot, f"{done}/{tot} examples", eta_s=eta)
+        if jobs.stop_requested():
+            raise KeyboardInterrupt  # finished examples are saved; the same command resumes
         bar.n = done
         if eta is not None:
             m, s = divmod(int(eta), 60)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config as C
+from .. import jobs
 from ..runs import NAME_RE, Run, RunError, RunStore, _atomic_write, pid_alive
 from .space import SpaceError, suggest
 
@@ -405,7 +406,7 @@ def train_trial(study_name: str, spec: StudySpec, store: RunStore, params: dict,
         run.set_status(pruned=True, sweep={**sweep_tag, "pruned": True, "pruned_at": reporter.pruned_at},
                        note=msg)
         raise optuna.TrialPruned(msg)
-    if result["state"] == "stopped" and INTERRUPTED.is_set():
+    if result["state"] == "stopped" and (INTERRUPTED.is_set() or jobs.stop_requested()):
         raise KeyboardInterrupt  # the trainer turned Ctrl-C/SIGTERM into a clean stop; the worker must end too
     if result["state"] != "completed":
         raise RuntimeError(f"run {run.name} ended {result['state']}")
@@ -459,6 +460,8 @@ def run_worker(study, spec: StudySpec, store: RunStore, url: str, progress_file:
     def after(study, trial):
         ran[0] += 1
         progress.write(f"trial {trial.number} {trial.state.name.lower()}")
+        if jobs.stop_requested():  # the background job was asked to stop: no new trial
+            study.stop()
 
     remaining = spec.trials - finished(study)
     if remaining > 0:
@@ -483,6 +486,7 @@ class Progress:
         if self.path is None:
             return
         data = self.snapshot(message)
+        jobs.report(data["trials_done"], data["trials_total"], message, eta_s=data["eta_s"], every=0)
         data["worker_pid"] = os.getpid()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.path, json.dumps(data, indent=1, default=str))
