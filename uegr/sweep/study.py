@@ -216,6 +216,14 @@ def fail_dead_trials(study, handler: FailedTrialHandler) -> list[int]:
     return failed
 
 
+def _worker_seed(seed: int | None, worker_index: int, existing) -> int | None:
+    """Workers sharing a study must not share a sampler seed (they would propose the same parameters):
+    worker i of --workers gets seed + i; a worker joining a study that has trials also adds their count."""
+    if seed is None:
+        return None
+    return seed + worker_index + (1000 * len(existing.trials) if existing is not None else 0)
+
+
 def _sampler(name: str, seed: int | None, n_objectives: int):
     import optuna
 
@@ -256,7 +264,7 @@ def _quiet_optuna() -> None:
 
 
 def create_or_load(study_name: str, url: str, spec: StudySpec | None, store: RunStore, heartbeat: int = 30,
-                   retry_failed: int | None = None, pruner=None):
+                   retry_failed: int | None = None, pruner=None, worker_index: int = 0):
     """(study, spec). spec None = join an existing study with its stored spec."""
     import optuna
 
@@ -283,7 +291,8 @@ def create_or_load(study_name: str, url: str, spec: StudySpec | None, store: Run
         raise SweepError(f"no study {study_name!r} in {url}: give --preset/--config/--set (and --space) to create it")
     study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
                                 directions=[OBJECTIVES[o] for o in spec.objectives],
-                                sampler=_sampler(spec.sampler, spec.seed, len(spec.objectives)),
+                                sampler=_sampler(spec.sampler, _worker_seed(spec.seed, worker_index, existing),
+                                                 len(spec.objectives)),
                                 pruner=pruner if pruner is not None else _pruner(spec))
     if ATTR not in study.user_attrs:
         study.set_user_attr(ATTR, asdict(spec))
