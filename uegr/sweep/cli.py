@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -131,10 +132,15 @@ def _spawn_workers(args, store: RunStore, url: str, progress: Path, trials: int)
     if args.retry_failed is not None:
         cmd += ["--retry-failed", str(args.retry_failed)]
     logs = store.sweep_dir(args.study)
+    # Several torch processes on few cores: spin-waiting OpenMP threads slow each other ~4x (docs/benchmarks.md,
+    # "Jobs side by side"); give each worker runtime.threads=1 on small machines.
+    env = dict(os.environ)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     procs = []
     for i in range(args.workers):
         log = (logs / f"worker-{i}.log").open("ab")
-        procs.append(subprocess.Popen(cmd + ["--worker-index", str(i + 1)], stdout=log, stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen(cmd + ["--worker-index", str(i + 1)], stdout=log, stderr=subprocess.STDOUT,
+                                      env=env))
         log.close()
     try:
         codes = [p.wait() for p in procs]
