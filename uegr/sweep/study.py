@@ -193,9 +193,9 @@ class FailedTrialHandler:
             except RunError:
                 pass
         if self.max_retry is not None:
-            from optuna.storages import RetryFailedTrialCallback
+            from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-            RetryFailedTrialCallback(max_retry=self.max_retry)(study, trial)
+            RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)(study, trial)
 
 
 def fail_dead_trials(study, handler: FailedTrialHandler) -> list[int]:
@@ -206,7 +206,9 @@ def fail_dead_trials(study, handler: FailedTrialHandler) -> list[int]:
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") == host and pid and pid != os.getpid() and not pid_alive(pid):
+        # "claimed" == number: pid/host were written for THIS trial (a retried trial inherits the dead one's)
+        mine = t.user_attrs.get("claimed") == t.number
+        if mine and t.user_attrs.get("host") == host and pid and pid != os.getpid() and not pid_alive(pid):
             try:
                 if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
                     failed.append(t.number)
@@ -437,7 +439,7 @@ def finished(study) -> int:
 def run_worker(study, spec: StudySpec, store: RunStore, url: str, progress_file: Path | None = None,
                retry_failed: int | None = None, quiet: bool = True) -> int:
     """Run trials until the study holds spec.trials finished trials; returns how many this worker ran."""
-    from optuna.storages import RetryFailedTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
@@ -447,15 +449,17 @@ def run_worker(study, spec: StudySpec, store: RunStore, url: str, progress_file:
     progress = Progress(study, spec, url, progress_file)
 
     def objective(trial):
-        fail_dead_trials(study, handler)  # a worker that died on this host since the last trial
+        # first claim the trial: a retried trial inherits the dead worker's pid/host attributes
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("claimed", trial.number)
+        fail_dead_trials(study, handler)  # a worker that died on this host since the last trial
         params = suggest(trial, spec.space)
         progress.write(f"trial {trial.number} running")
         name = f"{study.study_name}-t{trial.number:04d}"
         if (store.root / name).exists():
             name = f"{name}-{int(time.time())}"
-        retried = RetryFailedTrialCallback.retried_trial_number(study._storage.get_trial(trial._trial_id))
+        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(study._storage.get_trial(trial._trial_id))
         tags = {"trial": trial.number, **({"retry_of": retried} if retried is not None else {})}
         run, values = train_trial(study.study_name, spec, store, params, trial, name, tags=tags, quiet=quiet)
         for k, v in values.items():
