@@ -449,13 +449,14 @@ def run_worker(study, spec: StudySpec, store: RunStore, url: str, progress_file:
     progress = Progress(study, spec, url, progress_file)
 
     def objective(trial):
-        # first claim the trial: a retried trial inherits the dead worker's pid/host attributes
+        # Claim the trial first: a retried trial inherits the dead worker's pid/host, and would otherwise be
+        # failed by the scan below as if it were still the dead worker's.
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("claimed", trial.number)
         fail_dead_trials(study, handler)  # a worker that died on this host since the last trial
         params = suggest(trial, spec.space)
         progress.write(f"trial {trial.number} running")
+        trial.set_user_attr("claimed", trial.number)  # from now on a dead pid here means this worker died
         name = f"{study.study_name}-t{trial.number:04d}"
         if (store.root / name).exists():
             name = f"{name}-{int(time.time())}"
