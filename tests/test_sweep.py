@@ -97,7 +97,7 @@ def test_three_trial_sweep_through_the_cli_and_its_reproducing_command(runs_dir,
 
 def test_two_worker_processes_on_one_storage_run_disjoint_trials(runs_dir, tmp_path):
     cmd = [sys.executable, "-m", "uegr.cli", "sweep", "--study", "w2", "--trials", "4", "--workers", "2",
-           "--objective", "clean_acc", "--space", _space(tmp_path), "--json", "--preset", "tiny",
+           "--objective", "clean_acc", "--space", _space(tmp_path), "--json", "--preset", "tiny", "--seed", "0",
            "--set", "optim.max_steps=12", "--set", "runtime.eval_every=6"]
     proc = subprocess.run(cmd, env=_env(runs_dir), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -106,6 +106,8 @@ def test_two_worker_processes_on_one_storage_run_disjoint_trials(runs_dir, tmp_p
     assert 4 <= len(done) <= 5  # a worker may finish one more while the other reaches the budget
     pids = {t.user_attrs["pid"] for t in study.trials}
     assert len(pids) == 2, "both workers ran trials"
+    lrs = [t.params["optim.lr"] for t in study.trials]
+    assert len(set(lrs)) == len(lrs), "workers seeded alike would propose the same parameters"
     runs = [t.user_attrs["run"] for t in study.trials]
     assert len(set(runs)) == len(runs)  # one run per trial, none shared
     store = RunStore(runs_dir)

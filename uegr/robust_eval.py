@@ -91,7 +91,16 @@ class RobustEvalCallback(Callback):
         idx = select_indices(len(split), self.r.robust_eval_examples, self.cfg.data.split_seed)
         self.texts = [split.texts[i] for i in idx]
         self.labels = [int(split.labels[i]) for i in idx]
-        self.num_labels, self.label_names = trainer.dataset.num_labels, trainer.dataset.label_names
+        self.label_names = trainer.dataset.label_names
+        if self.model is None:
+            # Built HERE, not in the thread: load_model seeds the global torch RNG inside fork_rng, which from
+            # another thread would rewind the RNG the training loop is drawing dropout masks from. Its own
+            # tokenizer too: a fast tokenizer is not safe to share between threads.
+            from .models import load_model
+
+            self.model, self.tokenizer = load_model(self.cfg.model, trainer.dataset.num_labels, self.label_names,
+                                                    "sdpa", seed=self.cfg.optim.seed)
+            self.model.eval()
         self._cancel.clear()
         self._thread = threading.Thread(target=self._work, name="uegr-robust-eval", daemon=True)
         self._thread.start()
@@ -168,7 +177,6 @@ class RobustEvalCallback(Callback):
     # ---------------------------------------------------------------- the background thread
     def _work(self) -> None:
         from .attacks import attack_dataset
-        from .models import load_model
 
         while True:
             job = self._jobs.get()
@@ -176,10 +184,6 @@ class RobustEvalCallback(Callback):
                 return
             step, sd = job
             try:
-                if self.model is None:  # its own model AND tokenizer: a fast tokenizer is not thread-safe
-                    self.model, self.tokenizer = load_model(self.cfg.model, self.num_labels, self.label_names,
-                                                            "sdpa", seed=self.cfg.optim.seed)
-                    self.model.eval()
                 missing, unexpected = self.model.load_state_dict(sd, strict=False)
                 del sd
                 if unexpected or [k for k in missing if not k.endswith("position_ids")]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -64,6 +65,7 @@ def add_sweep_parser(sub) -> None:
     s.add_argument("--progress-file", help="progress JSON (default runs/sweeps/<study>/progress.json)")
     s.add_argument("--promote", type=int, metavar="TRIAL", help="re-run this trial at full budget")
     s.add_argument("--seeds", type=int, default=1, help="with --promote: seeds to run (optim.seed, +1, ...)")
+    s.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # set by --workers
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--runs-dir", default=None, help="runs folder (default: $UEGR_HOME or ./runs)")
     s.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -94,7 +96,8 @@ def cmd_sweep(args) -> int:
     if args.promote is not None:
         return _promote(args, store, url)
     spec = _spec_from_args(args, store)
-    study, spec = create_or_load(args.study, url, spec, store, args.heartbeat, args.retry_failed)
+    study, spec = create_or_load(args.study, url, spec, store, args.heartbeat, args.retry_failed,
+                                 worker_index=args.worker_index)
     if args.trials is not None and args.trials > 0 and args.trials != spec.trials:
         spec.trials = args.trials  # a study's budget may grow or shrink when a worker joins
         study.set_user_attr(ATTR, asdict(spec))
@@ -129,10 +132,15 @@ def _spawn_workers(args, store: RunStore, url: str, progress: Path, trials: int)
     if args.retry_failed is not None:
         cmd += ["--retry-failed", str(args.retry_failed)]
     logs = store.sweep_dir(args.study)
+    # Several torch processes on few cores: spin-waiting OpenMP threads slow each other ~4x (docs/benchmarks.md,
+    # "Jobs side by side"); give each worker runtime.threads=1 on small machines.
+    env = dict(os.environ)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     procs = []
     for i in range(args.workers):
         log = (logs / f"worker-{i}.log").open("ab")
-        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen(cmd + ["--worker-index", str(i + 1)], stdout=log, stderr=subprocess.STDOUT,
+                                      env=env))
         log.close()
     try:
         codes = [p.wait() for p in procs]

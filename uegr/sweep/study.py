@@ -194,9 +194,9 @@ class FailedTrialHandler:
             except RunError:
                 pass
         if self.max_retry is not None:
-            from optuna.storages import RetryFailedTrialCallback
+            from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-            RetryFailedTrialCallback(max_retry=self.max_retry)(study, trial)
+            RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)(study, trial)
 
 
 def fail_dead_trials(study, handler: FailedTrialHandler) -> list[int]:
@@ -207,7 +207,9 @@ def fail_dead_trials(study, handler: FailedTrialHandler) -> list[int]:
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") == host and pid and pid != os.getpid() and not pid_alive(pid):
+        # "claimed" == number: pid/host were written for THIS trial (a retried trial inherits the dead one's)
+        mine = t.user_attrs.get("claimed") == t.number
+        if mine and t.user_attrs.get("host") == host and pid and pid != os.getpid() and not pid_alive(pid):
             try:
                 if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
                     failed.append(t.number)
@@ -215,6 +217,14 @@ def fail_dead_trials(study, handler: FailedTrialHandler) -> list[int]:
             except RuntimeError:
                 continue  # another worker failed it first
     return failed
+
+
+def _worker_seed(seed: int | None, worker_index: int, existing) -> int | None:
+    """Workers sharing a study must not share a sampler seed (they would propose the same parameters):
+    worker i of --workers gets seed + i; a worker joining a study that has trials also adds their count."""
+    if seed is None:
+        return None
+    return seed + worker_index + (1000 * len(existing.trials) if existing is not None else 0)
 
 
 def _sampler(name: str, seed: int | None, n_objectives: int):
@@ -257,7 +267,7 @@ def _quiet_optuna() -> None:
 
 
 def create_or_load(study_name: str, url: str, spec: StudySpec | None, store: RunStore, heartbeat: int = 30,
-                   retry_failed: int | None = None, pruner=None):
+                   retry_failed: int | None = None, pruner=None, worker_index: int = 0):
     """(study, spec). spec None = join an existing study with its stored spec."""
     import optuna
 
@@ -284,7 +294,8 @@ def create_or_load(study_name: str, url: str, spec: StudySpec | None, store: Run
         raise SweepError(f"no study {study_name!r} in {url}: give --preset/--config/--set (and --space) to create it")
     study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
                                 directions=[OBJECTIVES[o] for o in spec.objectives],
-                                sampler=_sampler(spec.sampler, spec.seed, len(spec.objectives)),
+                                sampler=_sampler(spec.sampler, _worker_seed(spec.seed, worker_index, existing),
+                                                 len(spec.objectives)),
                                 pruner=pruner if pruner is not None else _pruner(spec))
     if ATTR not in study.user_attrs:
         study.set_user_attr(ATTR, asdict(spec))
@@ -429,7 +440,7 @@ def finished(study) -> int:
 def run_worker(study, spec: StudySpec, store: RunStore, url: str, progress_file: Path | None = None,
                retry_failed: int | None = None, quiet: bool = True) -> int:
     """Run trials until the study holds spec.trials finished trials; returns how many this worker ran."""
-    from optuna.storages import RetryFailedTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
@@ -446,10 +457,11 @@ def run_worker(study, spec: StudySpec, store: RunStore, url: str, progress_file:
         fail_dead_trials(study, handler)  # a worker that died on this host since the last trial
         params = suggest(trial, spec.space)
         progress.write(f"trial {trial.number} running")
+        trial.set_user_attr("claimed", trial.number)  # from now on a dead pid here means this worker died
         name = f"{study.study_name}-t{trial.number:04d}"
         if (store.root / name).exists():
             name = f"{name}-{int(time.time())}"
-        retried = RetryFailedTrialCallback.retried_trial_number(study._storage.get_trial(trial._trial_id))
+        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(study._storage.get_trial(trial._trial_id))
         tags = {"trial": trial.number, **({"retry_of": retried} if retried is not None else {})}
         run, values = train_trial(study.study_name, spec, store, params, trial, name, tags=tags, quiet=quiet)
         for k, v in values.items():
