@@ -13,7 +13,12 @@ from uegr.runs import RunStore
 from uegr.trainer import RunRecorder, Trainer
 
 
-def test_robust_acc_at_configured_steps_and_select_on_robust_picks_that_checkpoint(runs_dir):
+def test_robust_acc_at_configured_steps_and_select_on_robust_picks_that_checkpoint(runs_dir, monkeypatch):
+    from uegr import robust_eval
+
+    # A 4-step tiny model is not above the majority share, so the chance floor (tested below) would score
+    # every checkpoint 0; switch it off to test the selection itself.
+    monkeypatch.setattr(robust_eval, "CHANCE_MARGIN", -1.0)
     cfg = build_config("tiny", overrides=[
         "optim.max_steps=4", "runtime.eval_every=2", "runtime.robust_eval_every=2", "runtime.robust_eval_examples=8",
         "runtime.robust_eval_budget=60", "runtime.select_on=robust", "optim.lr=3e-3"])
@@ -71,3 +76,20 @@ def test_select_on_robust_without_robust_evaluations_is_a_config_error():
         build_config("tiny", overrides=["runtime.select_on=harmonic"])
     with pytest.raises(ConfigError, match="runtime.robust_eval_recipe"):
         build_config("tiny", overrides=["runtime.robust_eval_every=2", "runtime.robust_eval_recipe=nope"])
+
+
+def test_a_model_no_better_than_the_majority_class_scores_zero():
+    """Measured on SST-2: an untrained-looking trial (clean 0.517, robust 0.521; dev majority share 0.509) had
+    out-scored every model that learned (clean 0.75, robust 0.25) on the harmonic mean."""
+    from uegr.robust_eval import harmonic, selection_score
+    from uegr.sweep.study import objective_value
+
+    chance = 444 / 872
+    assert harmonic(0.517, 0.521, chance) == 0.0
+    assert harmonic(0.75, 0.25, chance) == pytest.approx(0.375)
+    assert harmonic(0.517, 0.521) == pytest.approx(0.519, abs=1e-3)  # no chance known: plain harmonic mean
+    assert selection_score("robust", 0.517, 0.521, chance) == 0.0
+    assert selection_score("robust", 0.75, 0.25, chance) == 0.25
+    assert selection_score("clean", 0.517, 0.521, chance) == 0.517
+    degenerate = {"clean_acc": 0.517, "robust_acc": 0.521, "harmonic": 0.0, "chance": chance}
+    assert objective_value("robust_acc", degenerate) == 0.0 and objective_value("clean_acc", degenerate) == 0.517

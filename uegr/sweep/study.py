@@ -345,7 +345,8 @@ class TrialReporter:
         if self.objective == "robust_acc":
             self._report(rec["robust_acc"], rec["step"])
         elif self.objective == "harmonic":
-            self._report(harmonic(self._clean.get(rec["step"], rec["clean_acc"]), rec["robust_acc"]), rec["step"])
+            self._report(harmonic(self._clean.get(rec["step"], rec["clean_acc"]), rec["robust_acc"], rec.get("chance")),
+                         rec["step"])
 
     def should_stop(self, trainer) -> bool:
         return self.pruned_at is not None
@@ -372,15 +373,25 @@ def trial_values(run: Run, spec: StudySpec) -> dict[str, Any]:
         best = next((r for r in rows if r["step"] == e["step"]),
                     {"step": e["step"], "clean_acc": e["accuracy"], "robust_acc": None, "harmonic": None})
     else:
-        rows = [r for r in rows if selection_score(select_on, r["clean_acc"], r["robust_acc"]) is not None]
+        rows = [r for r in rows if selection_score(select_on, r["clean_acc"], r["robust_acc"], r["chance"]) is not None]
         if not rows:
             raise SweepError(f"run {run.name} logged no robust evaluation; set runtime.robust_eval_every below "
                              "the trial's number of steps")
-        best = max(rows, key=lambda r: selection_score(select_on, r["clean_acc"], r["robust_acc"]))
+        best = max(rows, key=lambda r: selection_score(select_on, r["clean_acc"], r["robust_acc"], r["chance"]))
     st = run.status()
     seconds = float((st.get("ended") or time.time()) - (st.get("started") or time.time()))
     return {"clean_acc": best["clean_acc"], "robust_acc": best["robust_acc"], "harmonic": best["harmonic"],
-            "train_seconds": seconds, "step": best["step"]}
+            "train_seconds": seconds, "step": best["step"], "chance": best.get("chance")}
+
+
+def objective_value(objective: str, values: dict) -> float | None:
+    """A trial's value for one objective: robust accuracy counts only for a model that learned something
+    (see uegr.robust_eval.CHANCE_MARGIN); the measured robust_acc stays in the trial's attributes."""
+    from ..robust_eval import selection_score
+
+    if objective == "robust_acc":
+        return selection_score("robust", values["clean_acc"], values["robust_acc"], values.get("chance"))
+    return values[objective]
 
 
 def train_trial(study_name: str, spec: StudySpec, store: RunStore, params: dict, trial=None, name: str = "",
@@ -466,7 +477,7 @@ def run_worker(study, spec: StudySpec, store: RunStore, url: str, progress_file:
         run, values = train_trial(study.study_name, spec, store, params, trial, name, tags=tags, quiet=quiet)
         for k, v in values.items():
             trial.set_user_attr(k, v)
-        vals = [values[o] for o in spec.objectives]
+        vals = [objective_value(o, values) for o in spec.objectives]
         return vals[0] if len(vals) == 1 else vals
 
     def after(study, trial):
