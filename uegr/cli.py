@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
 import time
 
 from . import config as C
+from .cli_errors import os_error_message, run_command  # noqa: F401 - os_error_message: public here before
 from .runs import NAME_RE, RunError, RunStore
 
 EXAMPLES = """examples:
@@ -420,33 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .data import DataError
-    from .models import ModelLoadError
-
-    try:
-        return args.func(args)
-    except (C.ConfigError, DataError, ModelLoadError, RunError, ValueError, FileNotFoundError) as exc:
-        print(f"uegr {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, TimeoutError) as exc:  # full disk, read-only folder, a lock that never came free
-        print(f"uegr {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"uegr {args.command}: interrupted", file=sys.stderr)
-        return 130
-
-
-def os_error_message(exc: OSError) -> str:
-    """One line: what failed, on which file, and what to do."""
-    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-    what = (exc.strerror or str(exc)) + where
-    if exc.errno == errno.ENOSPC:
-        return f"{what}: the disk is full; free some space (or use --runs-dir on another disk), then resume"
-    if exc.errno == errno.ENOTDIR:
-        return f"{what}: part of that path is a file, not a folder; choose another --runs-dir"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{what}: the folder is not writable; fix its permissions or choose another --runs-dir"
-    return f"{what}; check the file and the disk, then try again"
+    return run_command(f"uegr {args.command}", args.func, args)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .cli_errors import UserError
 from .config import ModelConfig
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A model could not be loaded; the message says why and what to do instead."""
 
 
