@@ -80,8 +80,8 @@ class StopAt(Callback):
     def __init__(self, step):
         self.step = step
 
-    def should_stop(self, trainer):
-        return trainer.step >= self.step
+    def on_step_end(self, state, control):
+        control.should_stop |= state.step >= self.step
 
 
 def test_resume_continues_step_count_and_gives_the_same_next_loss(runs_dir):
@@ -114,7 +114,7 @@ def test_stop_request_ends_cleanly_with_checkpoint(runs_dir):
     run = RunStore(runs_dir).create(cfg, "stopme")
 
     class RequestStop(Callback):
-        def on_step_end(self, trainer, record):
+        def on_log(self, state, control, record):
             if record["step"] == 2:
                 run.request_stop()
 
@@ -128,7 +128,7 @@ def test_failure_mid_training_is_recorded(runs_dir):
     run = RunStore(runs_dir).create(cfg, "boom")
 
     class Explode(Callback):
-        def on_step_end(self, trainer, record):
+        def on_log(self, state, control, record):
             if record["step"] == 2:
                 raise RuntimeError("simulated crash")
 

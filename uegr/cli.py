@@ -9,6 +9,7 @@ import sys
 import time
 
 from . import config as C
+from .callbacks import Callback
 from .cli_errors import os_error_message, run_command  # noqa: F401 - os_error_message: public here before
 from .runs import NAME_RE, RunError, RunStore
 
@@ -25,43 +26,34 @@ EXAMPLES = """examples:
 """
 
 
-class ProgressPrinter:
+class ProgressPrinter(Callback):
     """A tqdm bar on stderr for training, plus eval lines."""
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.bar = None
 
-    def on_train_start(self, trainer):
+    def on_train_start(self, state, control):
         if self.quiet:
             return
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=trainer.total_steps, initial=trainer.step, desc=trainer.cfg.method.name,
+        self.bar = tqdm(total=state.total_steps, initial=state.step, desc=state.cfg.method.name,
                         unit="step", file=sys.stderr, dynamic_ncols=True)
 
-    def on_step_end(self, trainer, record):
+    def on_log(self, state, control, record):
         if self.bar is not None:
             self.bar.update(record["step"] - self.bar.n)
             self.bar.set_postfix(loss=f"{record.get('loss', 0):.4f}", ex_s=f"{record['examples_per_s']:.1f}")
 
-    def on_evaluate(self, trainer, metrics):
+    def on_evaluate(self, state, control, metrics):
         if self.bar is not None:
             self.bar.write(f"step {metrics['step']}: {metrics['split']} accuracy {metrics['accuracy']:.4f} "
                            f"loss {metrics['loss']:.4f}")
 
-    def on_mask_refresh(self, trainer, step):
-        pass
-
-    def on_checkpoint(self, trainer, path):
-        pass
-
-    def on_train_end(self, trainer, state, error):
+    def on_train_end(self, state, control, outcome, error):
         if self.bar is not None:
             self.bar.close()
-
-    def should_stop(self, trainer):
-        return False
 
 
 # Settings a resume may not change: they change the model, the data or the order it is seen in, so the

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -68,8 +68,27 @@ class Method:
         self.cfg = cfg
         self.seed = seed
 
+    # Methods whose dropout rates vary per pass install per-block attention-probability dropout, which
+    # needs the eager attention path (sdpa fuses dropout into one kernel).
+    varies_attention_dropout = False
+
+    @classmethod
+    def attention_implementation(cls, cfg: MethodConfig) -> str:
+        """The attention implementation this method needs for `cfg` (called before the model is loaded)."""
+        return "eager" if cls.varies_attention_dropout and "attention" in cfg.dropout_targets else "sdpa"
+
     def prepare(self, model: nn.Module) -> None:
         """Called once with the raw model before training (e.g. to install block dropout)."""
+
+    def data_pass_batches(self) -> int | None:
+        """Training batches (in data order) the method reads once before training: 0 = none (the default),
+        None = one whole epoch. They are given to `data_pass`."""
+        return 0
+
+    def data_pass(self, model: nn.Module, updater, batches: Iterable[dict]) -> bool:
+        """A pass over training batches before the first step (CHILD-TUNING_D: the Fisher mask). `updater`
+        is the trainer's SelectiveUpdater or None; returns True when it set the update mask."""
+        return False
 
     def step(self, batch: dict, ctx: StepContext) -> dict[str, float | torch.Tensor]:
         """Forwards and backwards for one batch; named loss parts as floats or detached 0-d tensors."""

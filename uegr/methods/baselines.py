@@ -19,6 +19,7 @@ class RDrop(Method):
     L = mean CE + alpha * (KL(p1||p2) + KL(p2||p1)) / 2."""
 
     name = "rdrop"
+    varies_attention_dropout = True
 
     def prepare(self, model) -> None:
         install_block_dropout(model)
@@ -74,18 +75,14 @@ class ChildTuningD(Vanilla):
     name = "childtuning"
     mask_mode = "fixed"  # the loss is vanilla CE; only the fixed mask differs
 
-    def prepare_data(self, trainer) -> None:
-        upd = trainer.updater
-        if upd is None or upd.masks is not None:  # resumed runs keep their saved mask
-            return
-        n_batches = self.cfg.childtuning_batches or trainer.steps_per_epoch
-        data = trainer.train_data
-        b = trainer.cfg.optim.batch_size
-        batches = ({k: v.to(trainer.accelerator.device) for k, v in
-                    trainer.collate([data[j] for j in range(i * b, min((i + 1) * b, len(data)))]).items()}
-                   for i in range(min(n_batches, -(-len(data) // b))))
-        self.fix_mask(upd, trainer.raw_model, batches)
-        trainer._emit("on_mask_refresh", trainer.step)
+    def data_pass_batches(self) -> int | None:
+        return self.cfg.childtuning_batches or None  # 0 = the whole training set
+
+    def data_pass(self, model, updater, batches) -> bool:
+        if updater is None or updater.masks is not None:  # resumed runs keep their saved mask
+            return False
+        self.fix_mask(updater, model, batches)
+        return True
 
     @staticmethod
     def fix_mask(upd, model, batches) -> None:
