@@ -28,9 +28,9 @@ from .config import Config, validate
 from .data import Encoded, TextDataset, load_dataset, make_collate
 from .env import hardware
 from .methods import StepContext, build_method, method_class
-from .methods.base import as_floats
+from .methods.base import as_floats, as_tuple
 from .metrics import classification_report
-from .models import load_checkpoint, load_model, save_checkpoint
+from .models import load_model, save_checkpoint
 from .runs import Run, RunError, safetensors_problem
 from .saliency import MaskedAdamW, SelectiveUpdater
 
@@ -403,6 +403,11 @@ class Trainer:
             self._emit("on_checkpoint", folder)
         return folder
 
+    # Not Accelerate's save_state/load_state: objects registered with register_for_checkpointing (the
+    # method's and the updater's state: rate-sampler RNG, saliency EMA, masks) are loaded with pickle
+    # (weights_only=False), and it writes the weights again beside the portable checkpoint. One
+    # trainer_state.pt loaded with weights_only=True, inside the crash-safe folder swap of
+    # Run.write_checkpoint, with a one-line error per damaged file (tests/test_faults.py).
     def trainer_state(self) -> dict:
         return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                 "best_score": self.best_score, "optimizer": self.optimizer.state_dict(),
@@ -451,7 +456,7 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = st["step"], st["epoch"], st["batch_in_epoch"]
         self.best_score = st["best_score"]
         torch.set_rng_state(st["rng_torch"])
-        random.setstate(_as_tuple(st["rng_python"]))
+        random.setstate(as_tuple(st["rng_python"]))
         if st["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(st["rng_cuda"])
         self._resumed_step = self.step
@@ -499,14 +504,14 @@ def _errno_of(exc: Exception, folder: Path) -> int:
     return errno.EIO
 
 
-def _as_tuple(x):
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
-
-
 def length_grouped(order: list[int], lengths: list[int], batch: int, gen: torch.Generator,
                    chunk_batches: int = 50) -> list[int]:
     """Reorder a shuffled epoch so each batch holds similar lengths (as HF's LengthGroupedSampler):
-    chunks of `chunk_batches` batches are sorted by length, cut into batches, and the batches shuffled."""
+    chunks of `chunk_batches` batches are sorted by length, cut into batches, and the batches shuffled.
+
+    Not transformers' get_length_grouped_indices: it keeps each mega-batch's batches in longest-first order
+    (a length trend every 50 steps) and draws its own permutation, so runs started before a switch could not
+    resume on the same batch order (epoch_order must stay reproducible for resume)."""
     chunk = batch * chunk_batches
     batches = []
     for start in range(0, len(order), chunk):
@@ -537,23 +542,23 @@ def _no_decay(name: str) -> bool:
     return n.endswith("bias") or "layernorm" in n or "layer_norm" in n
 
 
-@torch.no_grad()
 def evaluate_model(model, tokenizer, data, max_length: int, batch_size: int, num_labels: int) -> dict:
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    from .models import clamp_length  # long inputs truncated to the model's limit
+    """Metrics and mean task loss (CE, or MSE for a one-output regression head) on a data.Split."""
+    from .models import (  # inputs truncated to the model's limit
+        clamp_length,
+        classification_loss,
+        predict_logits,
+    )
 
+    device = next(model.parameters()).device
     loader = torch.utils.data.DataLoader(Encoded(data, tokenizer, clamp_length(max_length, model, tokenizer)),
                                          batch_size=batch_size, collate_fn=make_collate(tokenizer.pad_token_id or 0))
     preds, total_loss = [], 0.0
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
-        labels = batch.pop("labels")
-        logits = model(**batch).logits.float()
-        total_loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        logits = predict_logits(model, batch)
+        total_loss += float(classification_loss(logits, batch["labels"], reduction="sum"))
         preds.extend(logits.argmax(-1).tolist())
-    model.train(was_training)
     out = classification_report(preds, list(data.labels), num_labels)
     out["loss"] = total_loss / max(len(data), 1)
     out["n"] = len(data)
@@ -640,7 +645,3 @@ class RunRecorder(Callback):
             print(f"run {self.run.name}: could not record the final state {outcome!r} ({exc})", file=sys.stderr)
 
 
-def load_trained(run: Run, which: str = "best"):
-    """(model, tokenizer) of a run's checkpoint (best if present, else last)."""
-    folder = run.checkpoint_dir(which) if run.has_checkpoint(which) else run.best_checkpoint()
-    return load_checkpoint(folder)

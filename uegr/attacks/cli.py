@@ -1,7 +1,7 @@
 """`uegr attack`: attack a trained run (or a Hugging Face classifier folder) and save the results.
 
-The lead wires it in with:  from uegr.attacks.cli import add_attack_parser;  add_attack_parser(subparsers)
-The parser gets func=cmd_attack; cmd_attack(args) -> exit code (0 ok, 2 error, 130 interrupted).
+`uegr.cli` adds it with add_attack_parser(subparsers); cmd_attack(args) -> exit code (0 ok, 2 error,
+130 interrupted), errors handled by uegr.cli_errors.run_command.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Loss-landscape probe math for any sequence classifier (see docs/uegr-method.md, flatness).
+"""Loss-landscape probe math for any sequence classifier (what each measures: docs/method.md, Glossary).
 
 Every probe evaluates with dropout off (model.eval()), in float32, on a fixed list of batches made
 once by `fixed_batches` (a seeded subset of a split, sorted by length so batches carry little padding):
@@ -26,7 +26,8 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torch.nn import functional as F
+
+from ..models import model_mode
 
 Batch = dict[str, torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]  # per-example losses, shape [B]
@@ -74,14 +75,11 @@ def fixed_batches(split, tokenizer, n_examples: int = 256, batch_size: int = 32,
 
 
 def default_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Per-example float32 cross-entropy (MSE for one-output regression heads)."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    out = model(**inputs)
-    logits = (out.logits if hasattr(out, "logits") else out).float()
-    labels = batch["labels"]
-    if logits.shape[-1] == 1:
-        return F.mse_loss(logits.squeeze(-1), labels.float(), reduction="none")
-    return F.cross_entropy(logits, labels, reduction="none")
+    """Per-example float32 task loss: cross-entropy, MSE for one-output regression heads (as in training)."""
+    from ..models import classification_loss
+
+    out = model(**{k: v for k, v in batch.items() if k != "labels"})
+    return classification_loss(out.logits if hasattr(out, "logits") else out, batch["labels"], reduction="none")
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -97,16 +95,6 @@ def _to(batches: Iterable[Batch], device: torch.device) -> list[Batch]:
 
 def _n_examples(batches: list[Batch]) -> int:
     return sum(int(b["labels"].shape[0]) for b in batches)
-
-
-@contextmanager
-def _eval_mode(model: nn.Module):
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
 
 
 def _check_float32(model: nn.Module) -> None:
@@ -149,7 +137,7 @@ def loss_on_batches(model: nn.Module, batches: list[Batch], loss_fn: LossFn | No
         workers = 1
     workers = min(workers or torch.get_num_threads(), len(batches))
     loss_fn = loss_fn or default_loss
-    with _eval_mode(model):
+    with model_mode(model):
         if workers <= 1:
             total, count = _loss_sum(model, batches, loss_fn, device)
         else:
@@ -391,7 +379,7 @@ class HessianOperator:
         """(mean loss, its gradient) over the batches."""
         total = [torch.zeros_like(p) for p in self.params]
         loss_sum = 0.0
-        with _eval_mode(self.model), _only_grad(self.model, self.params):
+        with model_mode(self.model), _only_grad(self.model, self.params):
             for b in self.batches:
                 losses = self.loss_fn(self.model, b)
                 g = torch.autograd.grad(losses.sum() / self.n, self.params)
@@ -402,7 +390,7 @@ class HessianOperator:
 
     def __call__(self, v: list[torch.Tensor]) -> list[torch.Tensor]:
         out = [torch.zeros_like(p) for p in self.params]
-        with _eval_mode(self.model), _only_grad(self.model, self.params):
+        with model_mode(self.model), _only_grad(self.model, self.params):
             if self.cache_graph and self._cached is None:
                 self._cached = [self._grads(b) for b in self.batches]
             for k, b in enumerate(self.batches):

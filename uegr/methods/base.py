@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..config import MethodConfig
+from ..models import classification_loss  # noqa: F401 - the methods' task loss, shared with evaluation
 
 
 @dataclass
@@ -27,15 +27,13 @@ def as_floats(parts: dict) -> dict[str, float]:
     return {k: float(v) for k, v in parts.items()}
 
 
+def as_tuple(x):
+    """Lists back to tuples, recursively: a Python RNG state after a JSON or torch round trip."""
+    return tuple(as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
+
+
 def split_batch(batch: dict) -> tuple[dict, torch.Tensor]:
     return {k: v for k, v in batch.items() if k != "labels"}, batch["labels"]
-
-
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """CE for classifiers, MSE for single-output regression heads; float32 either way."""
-    if logits.shape[-1] == 1:
-        return F.mse_loss(logits.float().squeeze(-1), labels.float())
-    return F.cross_entropy(logits.float(), labels)
 
 
 def clean_pass(ctx: StepContext, inputs: dict, labels: torch.Tensor, retain_graph: bool = False):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from ..models import model_mode
 from . import adversary as adv
 from .base import Method, StepContext, attention_mask_of, classification_loss, clean_pass, split_batch
 from .divergence import symmetric_kl
@@ -89,17 +90,15 @@ class ChildTuningD(Vanilla):
         """Fisher information (summed squared gradients) over `batches` -> the fixed top-k mask of `upd`.
         Also used by uegr.hf.UEGRTrainer with its own data loader."""
         fisher = [torch.zeros_like(p, dtype=torch.float32) for _, p in upd.named]
-        was_training = model.training
-        model.train()  # as in CHILD-TUNING, gradients are taken in training mode
-        for batch in batches:
-            inputs, labels = split_batch(batch)
+        with model_mode(model, training=True):  # as in CHILD-TUNING, gradients are taken in training mode
+            for batch in batches:
+                inputs, labels = split_batch(batch)
+                model.zero_grad(set_to_none=True)
+                classification_loss(model(**inputs).logits, labels).backward()
+                for f, (_, p) in zip(fisher, upd.named):
+                    if p.grad is not None:
+                        f.add_(p.grad.detach().float().square())
             model.zero_grad(set_to_none=True)
-            classification_loss(model(**inputs).logits, labels).backward()
-            for f, (_, p) in zip(fisher, upd.named):
-                if p.grad is not None:
-                    f.add_(p.grad.detach().float().square())
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
         topk = type(upd.cfg)(**{**upd.cfg.__dict__, "mask_rule": "topk"})
         upd.cfg = topk
         upd.saliency = fisher
