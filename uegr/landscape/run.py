@@ -11,30 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .probes import (
-    KINDS,
-    Batch,
-    LandscapeError,
-    LossFn,
-    ProbeStopped,
-    Progress,
-    ShouldStop,
-    _check_float32,
-    _device,
-    _n_examples,
-    _to,
-    eps_sharpness,
-    fixed_batches,
-    hessian_trace,
-    interpolate,
-    loss_on_batches,
-    random_direction,
-    sam_sharpness,
-    select_params,
-    slice_1d,
-    slice_2d,
-    top_eigenvalues,
-)
+from . import probes as P
+from .probes import KINDS, LandscapeError
 
 
 @dataclass
@@ -144,9 +122,9 @@ def _load(source, attn: str) -> nn.Module:
     return model
 
 
-def probe_run(source, kind: str, settings=None, *, data=None, batches: list[Batch] | None = None,
-              tokenizer=None, other=None, loss_fn: LossFn | None = None, progress: Progress | None = None,
-              should_stop: ShouldStop | None = None, device: str | torch.device | None = None) -> dict:
+def probe_run(source, kind: str, settings=None, *, data=None, batches: list[P.Batch] | None = None,
+              tokenizer=None, other=None, loss_fn: P.LossFn | None = None, progress: P.Progress | None = None,
+              should_stop: P.ShouldStop | None = None, device: str | torch.device | None = None) -> dict:
     """Run one probe and return a JSON-serialisable record with its settings and seconds.
 
     source: an nn.Module or a checkpoint folder (load_checkpoint). Data: `batches` (from fixed_batches),
@@ -166,17 +144,17 @@ def probe_run(source, kind: str, settings=None, *, data=None, batches: list[Batc
     if device is not None:
         model.to(device)
     model.float()
-    _check_float32(model)
+    P._check_float32(model)
     if batches is None:
         if data is None or tokenizer is None:
             raise LandscapeError("probe_run needs `batches`, or `data` (a Split) and a tokenizer")
-        batches = fixed_batches(data, tokenizer, s.examples, s.batch_size, s.max_length or 64, s.seed)
-    batches = _to(batches, _device(model))
-    n_ex = _n_examples(batches)
-    sel = select_params(model, s.params)
+        batches = P.fixed_batches(data, tokenizer, s.examples, s.batch_size, s.max_length or 64, s.seed)
+    batches = P._to(batches, P._device(model))
+    n_ex = P._n_examples(batches)
+    sel = P.select_params(model, s.params)
     n_params = sum(p.numel() for _, p in sel)
     record: dict = {"kind": kind, "settings": asdict(s), "n_examples": n_ex, "n_params": n_params,
-                    "device": str(_device(model)), "created": time.time(),
+                    "device": str(P._device(model)), "created": time.time(),
                     "estimated_seconds": round(estimate_cost(kind, s, n_params, n_ex), 1)}
     if isinstance(source, str | Path):
         record["checkpoint"] = str(source)
@@ -184,46 +162,46 @@ def probe_run(source, kind: str, settings=None, *, data=None, batches: list[Batc
     load_s = time.time() - t0
     t1 = time.time()
     try:
-        record["loss"] = loss_on_batches(model, batches, loss_fn)
+        record["loss"] = P.loss_on_batches(model, batches, loss_fn)
         if kind == "slice1d":
             alphas = _linspace(-s.span, s.span, s.points)
             record["alphas"] = alphas
-            d = random_direction(model, s.seed, params=s.params)
+            d = P.random_direction(model, s.seed, params=s.params)
             try:
-                record["losses"] = slice_1d(model, batches, d, alphas, loss_fn, progress, should_stop)
-            except ProbeStopped as stop:
+                record["losses"] = P.slice_1d(model, batches, d, alphas, loss_fn, progress, should_stop)
+            except P.ProbeStopped as stop:
                 record["losses"], stopped = stop.partial, True
             _slice_summary(record)
         elif kind == "slice2d":
             alphas = _linspace(-s.span, s.span, s.points)
             record["alphas"] = record["betas"] = alphas
-            d1 = random_direction(model, s.seed, params=s.params)
-            d2 = random_direction(model, s.seed + 1, params=s.params)
+            d1 = P.random_direction(model, s.seed, params=s.params)
+            d2 = P.random_direction(model, s.seed + 1, params=s.params)
             try:
-                record["losses"] = slice_2d(model, batches, d1, d2, alphas, alphas, loss_fn, progress, should_stop)
-            except ProbeStopped as stop:
+                record["losses"] = P.slice_2d(model, batches, d1, d2, alphas, alphas, loss_fn, progress, should_stop)
+            except P.ProbeStopped as stop:
                 record["losses"], stopped = stop.partial, True
         elif kind == "interp":
             if other is None:
                 raise LandscapeError("kind 'interp' needs the other model (--other RUN)")
-            other_model = _load(other, attn).to(_device(model)).float()
+            other_model = _load(other, attn).to(P._device(model)).float()
             if isinstance(other, str | Path):
                 record["other"] = str(other)
             alphas = _linspace(-s.margin, 1 + s.margin, s.points)
             record["alphas"] = alphas
             try:
-                record["losses"] = interpolate(model, other_model, batches, alphas, loss_fn, progress, should_stop)
-            except ProbeStopped as stop:
+                record["losses"] = P.interpolate(model, other_model, batches, alphas, loss_fn, progress, should_stop)
+            except P.ProbeStopped as stop:
                 record["losses"], stopped = stop.partial, True
         elif kind == "hessian":
             try:
-                record.update(top_eigenvalues(model, batches, s.k, s.iters, s.tol, s.seed, s.params, loss_fn,
+                record.update(P.top_eigenvalues(model, batches, s.k, s.iters, s.tol, s.seed, s.params, loss_fn,
                                               progress, should_stop, s.cache_graph))
-                tr = hessian_trace(model, batches, s.samples, s.seed, s.params, loss_fn, progress, should_stop,
+                tr = P.hessian_trace(model, batches, s.samples, s.seed, s.params, loss_fn, progress, should_stop,
                                    s.cache_graph)
                 record.update(trace=tr["trace"], trace_stderr=tr["stderr"], trace_samples=tr["samples"],
                               trace_values=tr["values"])
-            except ProbeStopped as stop:
+            except P.ProbeStopped as stop:
                 stopped = True
                 part = stop.partial
                 if "trace" in part:
@@ -232,11 +210,11 @@ def probe_run(source, kind: str, settings=None, *, data=None, batches: list[Batc
                 else:
                     record.update(part)
         elif kind == "sharpness":
-            record["sam"] = sam_sharpness(model, batches, s.rho, s.params, loss_fn)
+            record["sam"] = P.sam_sharpness(model, batches, s.rho, s.params, loss_fn)
             if should_stop is not None and should_stop():
                 stopped = True
             else:
-                record["eps"] = eps_sharpness(model, batches, s.eps, s.steps, params=s.params, loss_fn=loss_fn,
+                record["eps"] = P.eps_sharpness(model, batches, s.eps, s.steps, params=s.params, loss_fn=loss_fn,
                                               progress=progress, should_stop=should_stop)
                 stopped = bool(should_stop is not None and should_stop())
     finally:
