@@ -201,14 +201,6 @@ UEGR = ("uegr",)
 SELECTIVE_METHODS = ("uegr", "childtuning", "roast")  # methods whose update goes through the saliency mask
 MASKED = ("uegr", "roast")  # methods that refresh a saliency mask during training
 
-METHOD_INFO = {  # one line per method, shown beside the method picker
-    "uegr": "Adversarial embeddings + K adaptive-dropout sub-models (JS), then a saliency-masked update.",
-    "vanilla": "Plain fine-tuning with cross-entropy: the baseline every method is measured against.",
-    "rdrop": "Two dropout passes pulled together by a symmetric KL.",
-    "freelb": "Several adversarial steps on the embeddings, gradients accumulated.",
-    "childtuning": "Update only a child network chosen once by Fisher information.",
-    "roast": "One adversarial step + KL, and a Bernoulli saliency mask on the update.",
-}
 
 
 def method_names() -> tuple[str, ...]:
@@ -227,6 +219,10 @@ def recipe_names() -> tuple[str, ...]:
 def __getattr__(name: str):
     if name == "METHODS":  # kept for callers of C.METHODS; the registry is the one list
         return method_names()
+    if name == "METHOD_INFO":  # one line per method, shown beside the method picker (Method.summary)
+        from .methods import REGISTRY
+
+        return {n: cls.summary for n, cls in REGISTRY.items()}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

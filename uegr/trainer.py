@@ -98,6 +98,7 @@ class Trainer:
         self.run = run
         self.state = TrainerState(cfg=self.cfg, run=run)
         self.control = TrainerControl()
+        self._serving = False
         # One process per run: the lock is held until fit() ends (re-entrant, so the CLI can hold it too).
         self._run_lock = run.lock() if run is not None else None
         try:
@@ -473,17 +474,23 @@ class Trainer:
                 self._serve_requests()
 
     def _serve_requests(self) -> None:
-        """Records a callback produced for the others, and a better checkpoint a callback measured."""
-        control = self.control
-        while control.robust_records:
-            self._emit("on_robust_eval", control.robust_records.pop(0))
-        if control.new_best is not None:
-            score, step, model, metric = control.new_best
-            control.new_best = None
-            self.best_score = score
-            self.save_checkpoint("best", with_state=False, model=model)
-            if self.run is not None:
-                self.run.set_status(best_score=score, best_metric=metric, best_step=step)
+        """Records a callback produced for the others, and a better checkpoint a callback measured. Not
+        re-entrant: hooks called from here leave their requests to the loop below, so records stay in order."""
+        if self._serving:
+            return
+        control, self._serving = self.control, True
+        try:
+            while control.robust_records:
+                self._emit("on_robust_eval", control.robust_records.pop(0))
+            if control.new_best is not None:
+                score, step, model, metric = control.new_best
+                control.new_best = None
+                self.best_score = score
+                self.save_checkpoint("best", with_state=False, model=model)
+                if self.run is not None:
+                    self.run.set_status(best_score=score, best_metric=metric, best_step=step)
+        finally:
+            self._serving = False
 
 
 def _errno_of(exc: Exception, folder: Path) -> int:

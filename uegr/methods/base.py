@@ -57,6 +57,7 @@ class Method:
     """Base class. Subclasses implement `step`; the trainer owns the optimizer and selective update."""
 
     name = "base"
+    summary = ""  # one line shown beside the method picker
     # The mask the trainer applies: None (update everything), or "dynamic" (saliency refreshed during
     # training, UEGR and RoAST) or "fixed" (computed once before training, CHILD-TUNING_D).
     mask_mode: str | None = None

@@ -20,6 +20,7 @@ class RDrop(Method):
     L = mean CE + alpha * (KL(p1||p2) + KL(p2||p1)) / 2."""
 
     name = "rdrop"
+    summary = "Two dropout passes pulled together by a symmetric KL."
     varies_attention_dropout = True
 
     def prepare(self, model) -> None:
@@ -42,6 +43,7 @@ class FreeLB(Method):
     gradients of the K adversarial losses are averaged (each loss is divided by K)."""
 
     name = "freelb"
+    summary = "Several adversarial steps on the embeddings, gradients accumulated."
 
     def step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
         cfg = self.cfg
@@ -74,6 +76,7 @@ class ChildTuningD(Vanilla):
     the child network (top keep_ratio); only it is updated, with a mask fixed for the whole run."""
 
     name = "childtuning"
+    summary = "Update only a child network chosen once by Fisher information."
     mask_mode = "fixed"  # the loss is vanilla CE; only the fixed mask differs
 
     def data_pass_batches(self) -> int | None:
@@ -110,6 +113,7 @@ class RoAST(Method):
     adversarial predictions, and a Bernoulli gradient mask from Fisher ranks (alpha, beta)."""
 
     name = "roast"
+    summary = "One adversarial step + KL, and a Bernoulli saliency mask on the update."
     mask_mode = "dynamic"
     updater_overrides = {"mask_rule": "bernoulli", "saliency": "fisher"}
 
