@@ -283,21 +283,22 @@ class Trainer:
                                             (not cfg.runtime.eval_every and end_of_epoch) or
                                             self.step == self.total_steps)
             self._emit("on_step_end")
-            evaluated = control.should_evaluate
+            evaluated = self._agreed(control.should_evaluate)
             if evaluated:
                 control.should_evaluate = False
                 self.evaluate_and_track()
             control.should_checkpoint |= bool(
                 (cfg.runtime.checkpoint_every and self.step % cfg.runtime.checkpoint_every == 0) or
                 (not cfg.runtime.checkpoint_every and evaluated))
-            if control.should_checkpoint:
+            if self._agreed(control.should_checkpoint):
                 control.should_checkpoint = False
                 self.save_checkpoint("last")
             if self._agreed(control.should_stop):
                 raise StopTraining
 
     def _agreed(self, flag: bool) -> bool:
-        """A flag set on the main process (where callbacks run), seen by every process."""
+        """A flag set on the main process (where callbacks run), seen by every process (so all evaluate,
+        checkpoint and stop together)."""
         if self.accelerator.num_processes == 1:
             return flag
         t = torch.tensor([int(flag)], device=self.accelerator.device)
