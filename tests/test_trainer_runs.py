@@ -209,3 +209,34 @@ def test_a_diverging_loss_fails_the_run_with_advice(runs_dir):
     st = run.status()
     assert st["state"] == "failed" and "step 2" in st["error"] and "optim.lr" in st["error"]
     assert [r["step"] for r in run.metrics("train")] == [1, 2]  # the bad step is still recorded
+
+
+def test_callbacks_steer_the_loop_through_control_and_methods_choose_attention(runs_dir):
+    from uegr.callbacks import TrainerState
+    from uegr.trainer import attn_implementation_for
+
+    cfg = build_config("tiny", None, ["optim.max_steps=6", "runtime.eval_every=0", "runtime.checkpoint_every=0"])
+    run = RunStore(runs_dir).create(cfg, "steer")
+
+    class Steer(Callback):
+        saved: list = []
+
+        def on_step_end(self, state, control):
+            assert isinstance(state, TrainerState) and state.total_steps == 6
+            if state.step == 2:
+                control.should_evaluate = control.should_checkpoint = True
+            control.should_stop |= state.step == 3
+
+        def on_checkpoint(self, state, control, path):
+            self.saved.append(state.step)
+
+    result = Trainer(cfg, run=run, callbacks=[RunRecorder(run), Steer()]).fit()
+    assert result["state"] == "stopped" and result["step"] == 3
+    assert [e["step"] for e in run.metrics("eval")] == [2]  # asked for at step 2; the schedule's (step 6) never came
+    assert Steer.saved == [2, 2, 3]  # best (its first evaluation) and last at step 2; last when stopping at 3
+    # The method says which attention it needs (per-block attention dropout: eager), unless the config says.
+    assert attn_implementation_for(build_config("tiny")) == "eager"
+    assert attn_implementation_for(build_config("tiny", None, ["method.dropout_targets=hidden"])) == "sdpa"
+    assert attn_implementation_for(build_config("tiny", None, ["method.name=rdrop"])) == "eager"
+    assert attn_implementation_for(build_config("tiny", None, ["method.name=vanilla"])) == "sdpa"
+    assert attn_implementation_for(build_config("tiny", None, ["model.attn_implementation=sdpa"])) == "sdpa"
