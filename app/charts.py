@@ -112,7 +112,6 @@ class RunSeries:
     run: Run
     reader: MetricsReader = None
     cols: dict = field(default_factory=dict)  # (kind, metric) -> (steps list, values list)
-    version: int = 0
 
     def __post_init__(self):
         if self.reader is None:
@@ -139,8 +138,6 @@ class RunSeries:
         # The reader keeps every record in .records; the columns above are all we need, so drop them
         # to keep memory flat on long runs.
         self.reader.records.clear()
-        if new:
-            self.version += 1
         return len(new)
 
     def metrics(self, kind: str) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from uegr.runs import RunStore
+from uegr.runs import RunStore, default_root
 
 LIVE_PAGE = "../pages/live.py"  # st.switch_page paths are relative to app/streamlit_app.py
 TRAIN_PAGE = "../pages/train.py"
@@ -25,8 +25,8 @@ BADGE_ICONS = {"queued": ":material/schedule:", "running": ":material/autorenew:
 
 
 def runs_root() -> Path:
-    """$UEGR_HOME, default ./runs (relative to where the app was started)."""
-    return Path(os.environ.get("UEGR_HOME", "runs")).expanduser().resolve()
+    """$UEGR_HOME, default ./runs (relative to where the app was started), as an absolute path."""
+    return default_root().resolve()
 
 
 def store() -> RunStore:
@@ -105,12 +105,15 @@ def badge(state: str | None) -> None:
 
 
 def fmt_duration(seconds: float | None) -> str:
+    """12 s, 3m05s, 1h02m; '<1 s' below a second, '-' when unknown."""
     if seconds is None:
         return "-"
+    if seconds < 1:
+        return "<1 s"
     seconds = int(round(seconds))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s} s")
 
 
 def fmt_time(ts: float | None) -> str:

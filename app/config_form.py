@@ -21,13 +21,12 @@ from uegr import config as C
 
 SECTION_TITLES = {"data": "Data", "model": "Model", "method": "Method", "optim": "Optimisation",
                   "runtime": "Runtime"}
-CHOICES = {
-    "method.name": C.METHODS, "method.adv_norm": C.ADV_NORMS, "method.rate_rule": C.RATE_RULES,
-    "method.saliency": C.SALIENCIES, "method.mask_scope": C.MASK_SCOPES, "method.mask_rule": C.MASK_RULES,
-    "optim.schedule": C.SCHEDULES, "runtime.device": C.DEVICES, "runtime.precision": C.PRECISIONS,
-    "model.attn_implementation": C.ATTN_IMPLS, "model.pooling": C.POOLINGS,
-}
-MULTI = {"method.dropout_targets": C.DROPOUT_TARGETS, "runtime.report_to": C.REPORT_TO}
+# Widgets follow the schema (uegr.config.FIELD_META): a field with choices is a select box, a list field with
+# choices a multiselect, then by type (checkbox, whole-number or number input, text).
+_CHOICE_FIELDS = {f"{s}.{f}": (info["type"], C.choices_of(f"{s}.{f}")) for s, fs in C.field_docs().items()
+                  for f, info in fs.items() if C.field_meta(f"{s}.{f}")["choices"] is not None}
+CHOICES = {d: c for d, (t, c) in _CHOICE_FIELDS.items() if not t.startswith("list")}
+MULTI = {d: c for d, (t, c) in _CHOICE_FIELDS.items() if t.startswith("list")}
 # Fields drawn by the page itself (data source picker, model picker), not by the generic loop.
 CUSTOM = {"data.source", "data.text_column", "data.text_pair_column", "data.label_column", "data.label_names",
           "model.name", "runtime.device"}

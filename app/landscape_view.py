@@ -11,6 +11,7 @@ No Streamlit import here: tests use it too.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 
+from app.common import fmt_duration
 from uegr import jobs
 from uegr.compare import number_or_none
 from uegr.landscape import KINDS, ProbeSettings, estimate_cost
@@ -91,16 +93,7 @@ def estimate(run: Run, kind: str, settings: dict) -> dict:
     return {"probe_s": probe, "total_s": probe + STARTUP_S, "n_params": n_p, "n_examples": n_e}
 
 
-def fmt_s(seconds: float | None) -> str:
-    """12 s, 3m05s, 1h02m; '<1 s' for tiny estimates, '-' when unknown."""
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return "<1 s"
-    s = int(round(seconds))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec} s")
+fmt_s = fmt_duration  # one duration format across pages (app/common.py)
 
 
 def calibration(timings: list[dict | None]) -> float | None:
@@ -266,8 +259,7 @@ def show(x, fmt: str = "{:.4g}") -> str:
     return str(x)
 
 
-def _num(x) -> float | None:
-    return number_or_none(x, allow_inf=True)
+_num = functools.partial(number_or_none, allow_inf=True)  # probe records keep infinite losses
 
 
 def _grid_max(grid) -> float | None:

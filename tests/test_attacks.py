@@ -155,7 +155,7 @@ def test_cli_lists_recipes_and_reports_errors_in_one_line(capsys, tmp_path):
     assert "textfooler-lite" in capsys.readouterr().out
     assert _cli(["attack", "no-such-run", "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
+    assert err.startswith("uegr attack: error:") and "\n" not in err and "Traceback" not in err
     assert _cli(["attack", "x", "--recipe", "bae"]) == 2
     assert "unavailable" in capsys.readouterr().err
     assert cmd_attack is not None

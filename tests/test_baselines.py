@@ -39,8 +39,8 @@ class MaskSpy(Callback):
     def __init__(self):
         self.masks = []
 
-    def on_step_end(self, trainer, record):
-        self.masks.append([m.clone() for m in trainer.updater.masks])
+    def on_log(self, state, control, record):
+        self.masks.append([m.clone() for m in state.updater.masks])
         self.kept = record["kept_fraction"]
 
 

@@ -29,6 +29,41 @@ def test_bad_values_name_the_field(override, field):
     assert field in str(err.value)
 
 
+def test_schema_drives_validation_and_the_readme_table():
+    """Every range and choice of the schema (FIELD_META) is what validate() enforces, with the message the
+    schema gives; the method choices are the method registry; README.md's table is the generated one."""
+    from pathlib import Path
+
+    from uegr import config as C
+    from uegr.methods import REGISTRY
+
+    assert C.METHODS == tuple(REGISTRY) == C.choices_of("method.name")
+    checked = 0
+    for dotted, meta in C.FIELD_META.items():
+        low, high = meta["low"], meta["high"]
+        ints = C.field_docs()[dotted.split(".")[0]][dotted.split(".")[1]]["type"] == "int"
+        bad = []
+        if low is not None:
+            bad.append(low if meta["low_open"] else low - 1)
+            if not meta["low_open"]:
+                build_config("tiny", None, [f"{dotted}={low}"] + (["optim.max_steps=6"] if dotted == "optim.epochs" else [])
+                             + (["method.p_min=0"] if dotted == "method.p_max" else []))
+        if high is not None:
+            bad.append(high if meta["high_open"] else (high + 1 if ints else high * 1.01 + 0.01))
+        allowed = [str(low), str(high) if high is not None else "inf"]
+        if C.choices_of(dotted) is not None:
+            bad.append("no-such-choice")
+            allowed = [", ".join(C.choices_of(dotted))]
+        for value in bad:
+            with pytest.raises(ConfigError) as err:
+                build_config("tiny", None, [f"{dotted}={value}"])
+            assert err.value.field == dotted and all(a in err.value.allowed for a in allowed), str(err.value)
+            checked += 1
+    assert checked > 60
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert C.readme_with_table(readme) == readme, "README.md's config table is stale: python -m uegr.config --readme"
+
+
 def test_overrides_and_file_and_round_trip(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("method:\n  k: 4\n  rate_rule: grid\noptim:\n  lr: 3.0e-5\n")

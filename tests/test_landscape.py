@@ -310,7 +310,7 @@ def test_cli_errors_are_one_line(tiny_run, capsys):
     root, _ = tiny_run
     assert _cli(["nope", "--runs-dir", str(root), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: no run 'nope'") and "\n" not in err
+    assert err.startswith("uegr landscape: error: no run 'nope'") and "\n" not in err
     assert _cli(["tiny", "--runs-dir", str(root), "--kind", "interp", "--no-progress"]) == 2
     assert "--other" in capsys.readouterr().err
     assert _cli(["tiny", "--runs-dir", str(root), "--split", "dev", "--no-progress"]) == 2

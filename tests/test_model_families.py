@@ -3,6 +3,7 @@ DistilBERT and ELECTRA classifiers built from configs (random weights, MiniLM's 
 
 import pytest
 import torch
+from tinyfamilies import tiny_classifier
 
 from uegr.config import MethodConfig
 from uegr.methods import build_method
@@ -12,31 +13,8 @@ from uegr.saliency import SelectiveUpdater, eligible_parameters
 
 
 def _family(name):
-    from transformers import (
-        BertConfig,
-        BertForSequenceClassification,
-        DistilBertConfig,
-        DistilBertForSequenceClassification,
-        ElectraConfig,
-        ElectraForSequenceClassification,
-        RobertaConfig,
-        RobertaForSequenceClassification,
-    )
-
-    common = {"vocab_size": 30522, "num_labels": 2, "attn_implementation": "eager"}
     torch.manual_seed(0)
-    if name == "bert":
-        return BertForSequenceClassification(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                                        intermediate_size=64, **common))
-    if name == "roberta":
-        return RobertaForSequenceClassification(RobertaConfig(hidden_size=32, num_hidden_layers=2,
-                                                              num_attention_heads=2, intermediate_size=64,
-                                                              max_position_embeddings=80, **common))
-    if name == "distilbert":
-        return DistilBertForSequenceClassification(DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                                                                    **common))
-    return ElectraForSequenceClassification(ElectraConfig(embedding_size=16, hidden_size=32, num_hidden_layers=2,
-                                                          num_attention_heads=2, intermediate_size=64, **common))
+    return tiny_classifier(name, roberta_positions=80, attn_implementation="eager")
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "electra"])

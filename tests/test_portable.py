@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tinyfamilies import tiny_classifier
 
 from uegr.cli import main as uegr_main
 from uegr.models import ModelLoadError, load_checkpoint, load_tokenizer, save_checkpoint
@@ -22,25 +23,9 @@ HERE = Path(__file__).resolve().parent
 
 def _families(tmp_path) -> list[Path]:
     """cls checkpoints of the other supported families (RoBERTa, DistilBERT, ELECTRA), random weights."""
-    from transformers import (
-        DistilBertConfig,
-        DistilBertForSequenceClassification,
-        ElectraConfig,
-        ElectraForSequenceClassification,
-        RobertaConfig,
-        RobertaForSequenceClassification,
-    )
-
-    common = {"vocab_size": 30522, "num_labels": 2, "initializer_range": 0.3, "id2label": {0: "neg", 1: "pos"}, "label2id": {"neg": 0, "pos": 1}}
+    common = {"initializer_range": 0.3, "id2label": {0: "neg", 1: "pos"}, "label2id": {"neg": 0, "pos": 1}}
     torch.manual_seed(0)
-    models = {
-        "roberta": RobertaForSequenceClassification(RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                                                  intermediate_size=64, max_position_embeddings=514, **common)),
-        "distilbert": DistilBertForSequenceClassification(DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                                                                           **common)),
-        "electra": ElectraForSequenceClassification(ElectraConfig(embedding_size=16, hidden_size=32, num_hidden_layers=2,
-                                                                  num_attention_heads=2, intermediate_size=64, **common)),
-    }
+    models = {name: tiny_classifier(name, **common) for name in ("roberta", "distilbert", "electra")}
     tok = load_tokenizer("minilm")
     out = []
     for name, model in models.items():

@@ -80,8 +80,8 @@ class StopAt(Callback):
     def __init__(self, step):
         self.step = step
 
-    def should_stop(self, trainer):
-        return trainer.step >= self.step
+    def on_step_end(self, state, control):
+        control.should_stop |= state.step >= self.step
 
 
 def test_resume_continues_step_count_and_gives_the_same_next_loss(runs_dir):
@@ -114,7 +114,7 @@ def test_stop_request_ends_cleanly_with_checkpoint(runs_dir):
     run = RunStore(runs_dir).create(cfg, "stopme")
 
     class RequestStop(Callback):
-        def on_step_end(self, trainer, record):
+        def on_log(self, state, control, record):
             if record["step"] == 2:
                 run.request_stop()
 
@@ -128,7 +128,7 @@ def test_failure_mid_training_is_recorded(runs_dir):
     run = RunStore(runs_dir).create(cfg, "boom")
 
     class Explode(Callback):
-        def on_step_end(self, trainer, record):
+        def on_log(self, state, control, record):
             if record["step"] == 2:
                 raise RuntimeError("simulated crash")
 
@@ -209,3 +209,34 @@ def test_a_diverging_loss_fails_the_run_with_advice(runs_dir):
     st = run.status()
     assert st["state"] == "failed" and "step 2" in st["error"] and "optim.lr" in st["error"]
     assert [r["step"] for r in run.metrics("train")] == [1, 2]  # the bad step is still recorded
+
+
+def test_callbacks_steer_the_loop_through_control_and_methods_choose_attention(runs_dir):
+    from uegr.callbacks import TrainerState
+    from uegr.trainer import attn_implementation_for
+
+    cfg = build_config("tiny", None, ["optim.max_steps=6", "runtime.eval_every=0", "runtime.checkpoint_every=0"])
+    run = RunStore(runs_dir).create(cfg, "steer")
+
+    class Steer(Callback):
+        saved: list = []
+
+        def on_step_end(self, state, control):
+            assert isinstance(state, TrainerState) and state.total_steps == 6
+            if state.step == 2:
+                control.should_evaluate = control.should_checkpoint = True
+            control.should_stop |= state.step == 3
+
+        def on_checkpoint(self, state, control, path):
+            self.saved.append(state.step)
+
+    result = Trainer(cfg, run=run, callbacks=[RunRecorder(run), Steer()]).fit()
+    assert result["state"] == "stopped" and result["step"] == 3
+    assert [e["step"] for e in run.metrics("eval")] == [2]  # asked for at step 2; the schedule's (step 6) never came
+    assert Steer.saved == [2, 2, 3]  # best (its first evaluation) and last at step 2; last when stopping at 3
+    # The method says which attention it needs (per-block attention dropout: eager), unless the config says.
+    assert attn_implementation_for(build_config("tiny")) == "eager"
+    assert attn_implementation_for(build_config("tiny", None, ["method.dropout_targets=hidden"])) == "sdpa"
+    assert attn_implementation_for(build_config("tiny", None, ["method.name=rdrop"])) == "eager"
+    assert attn_implementation_for(build_config("tiny", None, ["method.name=vanilla"])) == "sdpa"
+    assert attn_implementation_for(build_config("tiny", None, ["model.attn_implementation=sdpa"])) == "sdpa"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
@@ -11,6 +10,8 @@ import time
 
 from . import config as C
 from . import jobs
+from .callbacks import Callback
+from .cli_errors import os_error_message, run_command  # noqa: F401 - os_error_message: public here before
 from .runs import NAME_RE, RunError, RunStore
 
 EXAMPLES = """examples:
@@ -26,7 +27,7 @@ EXAMPLES = """examples:
 """
 
 
-class ProgressPrinter:
+class ProgressPrinter(Callback):
     """A tqdm bar on stderr for training, plus eval lines."""
 
     def __init__(self, quiet: bool = False, job: bool = False):
@@ -34,38 +35,29 @@ class ProgressPrinter:
         self.job = job  # also write the background job's progress.json (uegr/jobs.py)
         self.bar = None
 
-    def on_train_start(self, trainer):
+    def on_train_start(self, state, control):
         if self.quiet:
             return
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=trainer.total_steps, initial=trainer.step, desc=trainer.cfg.method.name,
+        self.bar = tqdm(total=state.total_steps, initial=state.step, desc=state.cfg.method.name,
                         unit="step", file=sys.stderr, dynamic_ncols=True)
 
-    def on_step_end(self, trainer, record):
+    def on_log(self, state, control, record):
         if self.job:
-            jobs.report(record["step"], trainer.total_steps, f"step {record['step']}, loss {record.get('loss', 0):.4f}")
+            jobs.report(record["step"], state.total_steps, f"step {record['step']}, loss {record.get('loss', 0):.4f}")
         if self.bar is not None:
             self.bar.update(record["step"] - self.bar.n)
             self.bar.set_postfix(loss=f"{record.get('loss', 0):.4f}", ex_s=f"{record['examples_per_s']:.1f}")
 
-    def on_evaluate(self, trainer, metrics):
+    def on_evaluate(self, state, control, metrics):
         if self.bar is not None:
             self.bar.write(f"step {metrics['step']}: {metrics['split']} accuracy {metrics['accuracy']:.4f} "
                            f"loss {metrics['loss']:.4f}")
 
-    def on_mask_refresh(self, trainer, step):
-        pass
-
-    def on_checkpoint(self, trainer, path):
-        pass
-
-    def on_train_end(self, trainer, state, error):
+    def on_train_end(self, state, control, outcome, error):
         if self.bar is not None:
             self.bar.close()
-
-    def should_stop(self, trainer):
-        return False
 
 
 # Settings a resume may not change: they change the model, the data or the order it is seen in, so the
@@ -427,43 +419,14 @@ def main(argv: list[str] | None = None) -> int:
     jobs.claim()  # started as a background job: record how it ends (uegr/jobs.py)
     code = 1
     try:
-        code = _dispatch(build_parser().parse_args(argv))
+        args = build_parser().parse_args(argv)
+        code = run_command(f"uegr {args.command}", args.func, args)
         return code
     except SystemExit as exc:  # argparse refused the arguments
         code = exc.code if isinstance(exc.code, int) else 1
         raise
     finally:
         jobs.finish(code)
-
-
-def _dispatch(args) -> int:
-    from .data import DataError
-    from .models import ModelLoadError
-
-    try:
-        return args.func(args)
-    except (C.ConfigError, DataError, ModelLoadError, RunError, ValueError, FileNotFoundError) as exc:
-        print(f"uegr {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, TimeoutError) as exc:  # full disk, read-only folder, a lock that never came free
-        print(f"uegr {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"uegr {args.command}: interrupted", file=sys.stderr)
-        return 130
-
-
-def os_error_message(exc: OSError) -> str:
-    """One line: what failed, on which file, and what to do."""
-    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-    what = (exc.strerror or str(exc)) + where
-    if exc.errno == errno.ENOSPC:
-        return f"{what}: the disk is full; free some space (or use --runs-dir on another disk), then resume"
-    if exc.errno == errno.ENOTDIR:
-        return f"{what}: part of that path is a file, not a folder; choose another --runs-dir"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{what}: the folder is not writable; fix its permissions or choose another --runs-dir"
-    return f"{what}; check the file and the disk, then try again"
 
 
 if __name__ == "__main__":

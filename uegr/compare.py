@@ -42,10 +42,6 @@ def number_or_none(x, allow_inf: bool = False) -> float | None:
     return v if math.isfinite(v) or (allow_inf and math.isinf(v)) else None
 
 
-def _num(x) -> float | None:
-    return number_or_none(x)
-
-
 def _knobs(cfg) -> dict:
     """The method's key knobs; the ones a method does not use are None."""
     m = cfg.method
@@ -71,10 +67,10 @@ def _knobs(cfg) -> dict:
 
 
 def _clean_accuracy(run: Run, summary: dict) -> float | None:
-    best = _num(summary.get("best_score"))
+    best = number_or_none(summary.get("best_score"))
     if best is not None:
         return best
-    accs = [_num(r.get("accuracy")) for r in run.metrics("eval")]
+    accs = [number_or_none(r.get("accuracy")) for r in run.metrics("eval")]
     accs = [a for a in accs if a is not None]
     return max(accs) if accs else None
 
@@ -98,16 +94,16 @@ def _landscape(run: Run) -> dict:
     res = {"hessian_top_eigenvalue": None, "hessian_trace": None, "sharpness_sam": None, "sharpness_eps": None}
     got = run.analyses("landscape-")
     h = got.get("landscape-hessian") or {}
-    eig = [_num(v) for v in (h.get("eigenvalues") or [])] if isinstance(h.get("eigenvalues"), list) else []
+    eig = [number_or_none(v) for v in (h.get("eigenvalues") or [])] if isinstance(h.get("eigenvalues"), list) else []
     eig = [v for v in eig if v is not None]
     if eig:  # power iteration: the first is the largest in magnitude (the "top" one)
         res["hessian_top_eigenvalue"] = eig[0]
-    res["hessian_trace"] = _num(h.get("trace"))
+    res["hessian_trace"] = number_or_none(h.get("trace"))
     s = got.get("landscape-sharpness") or {}
     if isinstance(s.get("sam"), dict):
-        res["sharpness_sam"] = _num(s["sam"].get("sharpness"))
+        res["sharpness_sam"] = number_or_none(s["sam"].get("sharpness"))
     if isinstance(s.get("eps"), dict):
-        res["sharpness_eps"] = _num(s["eps"].get("sharpness"))
+        res["sharpness_eps"] = number_or_none(s["eps"].get("sharpness"))
     return res
 
 
@@ -125,14 +121,14 @@ def run_row(run: Run) -> dict:
     worst, worst_key = None, None
     for key, payload in sorted(attacks.items()):
         for col, field in ATTACK_METRICS.items():
-            row[f"{col}:{key}"] = _num(payload.get(field))
-        acc = _num(payload.get("accuracy_under_attack"))
+            row[f"{col}:{key}"] = number_or_none(payload.get(field))
+        acc = number_or_none(payload.get("accuracy_under_attack"))
         if acc is not None and (worst is None or acc < worst):
             worst, worst_key = acc, key
     row["robust_accuracy"] = worst
     row["worst_attack"] = worst_key
     row.update(_landscape(run))
-    row["train_seconds"] = _num(s.get("duration_s"))
+    row["train_seconds"] = number_or_none(s.get("duration_s"))
     row["steps"] = s.get("step")
     return row
 
@@ -163,7 +159,7 @@ def pareto_front(points: Sequence[tuple | None]) -> list[int]:
     for i, p in enumerate(points):
         if p is None or len(p) < 2:
             continue
-        x, y = _num(p[0]), _num(p[1])
+        x, y = number_or_none(p[0]), number_or_none(p[1])
         if x is not None and y is not None:
             valid.append((i, x, y))
     front = [i for i, x, y in valid

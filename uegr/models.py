@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from .cli_errors import UserError
 from .config import ModelConfig
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A model could not be loaded; the message says why and what to do instead."""
 
 
@@ -308,18 +311,42 @@ def accepted_inputs(model, names) -> list[str]:
     return [n for n in names if n in params]
 
 
+@contextmanager
+def model_mode(model: nn.Module, training: bool = False):
+    """Run a block with the model in eval (default) or train mode, and put back the mode it had."""
+    was = model.training
+    model.train(training)
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """CE for classifiers, MSE for single-output regression heads; float32 either way. The one task loss of
+    training, evaluation and landscape probes."""
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.float().squeeze(-1), labels.float(), reduction=reduction)
+    return F.cross_entropy(logits.float(), labels, reduction=reduction)
+
+
 @torch.no_grad()
+def predict_logits(model: nn.Module, inputs: dict) -> torch.Tensor:
+    """float32 logits of one tokenised batch, dropout off, no gradients: the one prediction path (texts go
+    through `predict_proba`, encoded data through `evaluate_model`)."""
+    with model_mode(model, training=False):
+        out = model(**{k: inputs[k] for k in accepted_inputs(model, [k for k in inputs if k != "labels"])})
+    return (out.logits if hasattr(out, "logits") else out).float()
+
+
 def predict_proba(model, tokenizer, texts: list[str], pairs: list[str] | None = None,
                   max_length: int = 128, batch_size: int = 64) -> torch.Tensor:
+    """Class probabilities of raw texts (and optional second sentences), batched, truncated to the model."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     max_length = clamp_length(max_length, model, tokenizer)
     out = []
     for i in range(0, len(texts), batch_size):
         enc = tokenizer(texts[i:i + batch_size], pairs[i:i + batch_size] if pairs else None, truncation=True,
                         max_length=max_length, padding=True, return_tensors="pt").to(device)
-        enc = {k: enc[k] for k in accepted_inputs(model, list(enc.keys()))}
-        out.append(torch.softmax(model(**enc).logits.float(), -1).cpu())
-    model.train(was_training)
+        out.append(torch.softmax(predict_logits(model, dict(enc)), -1).cpu())
     return torch.cat(out) if out else torch.empty(0)

@@ -16,14 +16,14 @@ checkpoint written is exactly the weights that were attacked. Queued snapshots w
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 import time
-from collections.abc import Callable
 
 import numpy as np
 
-from .trainer import Callback
+from .callbacks import Callback
 
 VALIDATION = "validation"
 
@@ -73,13 +73,13 @@ def robust_rows(evals: list[dict], robusts: list[dict]) -> list[dict]:
 
 
 class RobustEvalCallback(Callback):
-    """Added by the Trainer when runtime.robust_eval_every > 0. `listeners` get (trainer, record) on the
-    main thread once a record is written (the sweep reports them to its trial)."""
+    """Added by the Trainer when runtime.robust_eval_every > 0. Each result goes to every callback's
+    `on_robust_eval` (the run recorder writes it, the sweep reports it to its trial); with select_on robust or
+    harmonic, a better result asks the trainer to make the measured weights checkpoints/best."""
 
-    def __init__(self, cfg, listeners: list[Callable] | None = None):
+    def __init__(self, cfg):
         self.cfg = cfg
         self.r = cfg.runtime
-        self.listeners = list(listeners or [])
         self.records: list[dict] = []
         self._jobs: queue.Queue = queue.Queue()
         self._done: queue.Queue = queue.Queue()
@@ -95,10 +95,10 @@ class RobustEvalCallback(Callback):
         self.wait_seconds = 0.0  # time the training loop spent waiting for this callback
 
     # ---------------------------------------------------------------- trainer hooks (main thread)
-    def on_train_start(self, trainer) -> None:
+    def on_train_start(self, state, control) -> None:
         from .attacks import get_recipe, select_indices
 
-        split = trainer.dataset.splits.get(VALIDATION)
+        split = state.dataset.splits.get(VALIDATION)
         if split is None or len(split) == 0:
             raise ValueError("runtime.robust_eval_every > 0 needs a validation split; set data.validation_fraction "
                              "or give data.validation_file")
@@ -110,7 +110,7 @@ class RobustEvalCallback(Callback):
         idx = select_indices(len(split), self.r.robust_eval_examples, self.cfg.data.split_seed)
         self.texts = [split.texts[i] for i in idx]
         self.labels = [int(split.labels[i]) for i in idx]
-        self.label_names = trainer.dataset.label_names
+        self.num_labels, self.label_names = state.dataset.num_labels, state.dataset.label_names
         counts = np.bincount(np.asarray(split.labels, dtype=np.int64))
         self.chance = float(counts.max() / counts.sum())  # majority-class share of the whole validation split
         if self.model is None:
@@ -119,36 +119,36 @@ class RobustEvalCallback(Callback):
             # tokenizer too: a fast tokenizer is not safe to share between threads.
             from .models import load_model
 
-            self.model, self.tokenizer = load_model(self.cfg.model, trainer.dataset.num_labels, self.label_names,
+            self.model, self.tokenizer = load_model(self.cfg.model, self.num_labels, self.label_names,
                                                     "sdpa", seed=self.cfg.optim.seed)
             self.model.eval()
         self._cancel.clear()
         self._thread = threading.Thread(target=self._work, name="uegr-robust-eval", daemon=True)
         self._thread.start()
 
-    def on_step_end(self, trainer, record: dict) -> None:
+    def on_step_end(self, state, control) -> None:
         t0 = time.perf_counter()
-        self._drain(trainer, block=False)
-        if trainer.step % self.r.robust_eval_every == 0:
-            sd = {k: v.detach().to("cpu", copy=True) for k, v in trainer.raw_model.state_dict().items()}
-            self._pending.append((trainer.step, sd))
+        self._drain(state, control, block=False)
+        if state.step % self.r.robust_eval_every == 0:
+            sd = {k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()}
+            self._pending.append((state.step, sd))
             self._submit()
         self.wait_seconds += time.perf_counter() - t0
 
-    def on_evaluate(self, trainer, metrics: dict) -> None:
+    def on_evaluate(self, state, control, metrics: dict) -> None:
         if metrics.get("split") == VALIDATION:
             self._clean_at[metrics["step"]] = metrics["accuracy"]
 
-    def on_train_end(self, trainer, state: str, error: str | None) -> None:
+    def on_train_end(self, state, control, outcome: str, error: str | None) -> None:
         t0 = time.perf_counter()
-        if state == "completed":
+        if outcome == "completed":
             while self._busy or self._pending:  # measure every snapshot taken, then stop the thread
-                self._drain(trainer, block=True)
+                self._drain(state, control, block=True)
         else:  # stopped, pruned or failed: do not make the user wait for attacks nobody will read
             self._cancel.set()
             self._pending.clear()
             if self._busy:
-                self._drain(trainer, block=True)
+                self._drain(state, control, block=True)
         self._jobs.put(None)
         if self._thread is not None:
             self._thread.join(timeout=60)
@@ -160,7 +160,7 @@ class RobustEvalCallback(Callback):
             self._busy = True
             self._jobs.put(self._pending.pop(0))
 
-    def _drain(self, trainer, block: bool) -> None:
+    def _drain(self, state, control, block: bool) -> None:
         while self._busy:
             try:
                 step, summary, error = self._done.get(block=block)
@@ -170,31 +170,28 @@ class RobustEvalCallback(Callback):
                 self._busy = False
                 raise RuntimeError(f"robust evaluation at step {step} failed: {error}") from error
             if error is None:
-                self._handle(trainer, step, summary)
+                self._handle(state, control, step, summary)
             self._busy = False  # only now may the thread load the next snapshot over the measured one
             self._submit()
             block = False
 
-    def _handle(self, trainer, step: int, s: dict) -> None:
+    def _handle(self, state, control, step: int, s: dict) -> None:
         rec = {"kind": "robust", "step": step, "split": VALIDATION, "robust_acc": s["accuracy_under_attack"],
                "attack_success": s["attack_success_rate"], "avg_queries": s["avg_queries"],
                "robust_eval_seconds": s["seconds"], "clean_acc": s["clean_accuracy"], "n": s["num_examples"],
                "recipe": self.r.robust_eval_recipe, "query_budget": self.r.robust_eval_budget,
                "chance": self.chance, "time": time.time()}
         self.records.append(rec)
-        if trainer.run is not None:
-            trainer.run.append_metrics([rec])
+        control.robust_records.append(rec)
         select_on = self.r.select_on
         if select_on != "clean":
             clean = self._clean_at.get(step, rec["clean_acc"])
             score = selection_score(select_on, clean, rec["robust_acc"], self.chance)
-            if score is not None and (trainer.best_score is None or score > trainer.best_score):
-                trainer.best_score = score
-                trainer.save_checkpoint("best", with_state=False, model=self.model)
-                if trainer.run is not None:
-                    trainer.run.set_status(best_score=score, best_metric=select_on, best_step=step)
-        for fn in self.listeners:
-            fn(trainer, rec)
+            best = control.new_best[0] if control.new_best is not None else state.best_score
+            if score is not None and (best is None or score > best):
+                # A copy: the trainer saves it after this hook returns, when the thread may already be
+                # loading the next snapshot into self.model.
+                control.new_best = (score, step, copy.deepcopy(self.model), select_on)
 
     # ---------------------------------------------------------------- the background thread
     def _work(self) -> None:

@@ -29,7 +29,7 @@ from .config import Config, DataConfig, MethodConfig, ModelConfig, OptimConfig, 
 from .data import Encoded, Split, TextDataset, load_dataset, make_collate
 from .methods import adversary as adv
 from .methods.base import as_floats
-from .models import encoder_layer_prefixes, load_model
+from .models import encoder_layer_prefixes, load_model, predict_logits
 from .saliency import MaskedAdamW, SelectiveUpdater
 from .trainer import Trainer
 from .weights import relative_change
@@ -69,14 +69,9 @@ def _tolist(x: torch.Tensor) -> list:
     return x.detach().float().cpu().tolist()
 
 
-@torch.no_grad()
 def _eval_probs(model, inputs: dict, delta: torch.Tensor | None = None) -> torch.Tensor:
-    was = model.training
-    model.eval()
     with adv.add_to_embeddings(model, delta):
-        probs = model(**inputs).logits.float().softmax(-1)
-    model.train(was)
-    return probs
+        return predict_logits(model, inputs).softmax(-1)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,8 @@ import math
 import os
 from pathlib import Path
 
+from .callbacks import Callback
+
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "trackio": "trackio", "aim": "aim",
             "wandb": "wandb"}  # report_to name -> the package it needs
 
@@ -55,31 +57,24 @@ def scalars(record: dict) -> dict[str, float]:
             and math.isfinite(v)}
 
 
-class TrackerLogger:
+class TrackerLogger(Callback):
     """A trainer callback: init_trackers at start, log what the run store logs, end_training at the end."""
 
     def __init__(self, run_name: str, cfg_dict: dict):
         self.run_name = run_name
         self.cfg_dict = cfg_dict
 
-    def on_train_start(self, trainer) -> None:
-        trainer.accelerator.init_trackers(self.run_name, config=hparams(self.cfg_dict))
+    def on_train_start(self, state, control) -> None:
+        state.accelerator.init_trackers(self.run_name, config=hparams(self.cfg_dict))
 
-    def on_step_end(self, trainer, record: dict) -> None:
-        trainer.accelerator.log(scalars(record), step=record["step"])
+    def on_log(self, state, control, record: dict) -> None:
+        state.accelerator.log(scalars(record), step=record["step"])
 
-    def on_evaluate(self, trainer, metrics: dict) -> None:
-        trainer.accelerator.log(scalars(metrics), step=metrics["step"])
+    def on_evaluate(self, state, control, metrics: dict) -> None:
+        state.accelerator.log(scalars(metrics), step=metrics["step"])
 
-    def on_mask_refresh(self, trainer, step: int) -> None: ...
-
-    def on_checkpoint(self, trainer, path) -> None: ...
-
-    def on_train_end(self, trainer, state: str, error: str | None) -> None:
-        trainer.accelerator.end_training()
-
-    def should_stop(self, trainer) -> bool:
-        return False
+    def on_train_end(self, state, control, outcome: str, error: str | None) -> None:
+        state.accelerator.end_training()
 
 
 def tensorboard_dir(run_path: str | Path) -> Path:

@@ -4,6 +4,7 @@ The CLI, the app (via the CLI in a subprocess) and the tests all use `Trainer`. 
     parts = method.step(batch)            # forwards + backwards (UEGR: stage 1)
     updater.step(step)                    # saliency -> mask refresh -> masked gradients (stage 2)
     clip, optimizer.step, scheduler.step
+Callbacks (uegr/callbacks.py) see a TrainerState and steer the loop through a TrainerControl.
 """
 
 from __future__ import annotations
@@ -23,28 +24,18 @@ from pathlib import Path
 import torch
 
 from . import jobs
+from .callbacks import Callback, TrainerControl, TrainerState
 from .config import Config, validate
 from .data import Encoded, TextDataset, load_dataset, make_collate
 from .env import hardware
-from .methods import StepContext, build_method
-from .methods.base import as_floats
+from .methods import StepContext, build_method, method_class
+from .methods.base import as_floats, as_tuple
 from .metrics import classification_report
-from .models import load_checkpoint, load_model, save_checkpoint
+from .models import load_model, save_checkpoint
 from .runs import Run, RunError, safetensors_problem
 from .saliency import MaskedAdamW, SelectiveUpdater
 
-
-class Callback:
-    """Override what you need. `should_stop` is polled after every step."""
-
-    def on_train_start(self, trainer: Trainer) -> None: ...
-    def on_step_end(self, trainer: Trainer, record: dict) -> None: ...
-    def on_evaluate(self, trainer: Trainer, metrics: dict) -> None: ...
-    def on_mask_refresh(self, trainer: Trainer, step: int) -> None: ...
-    def on_checkpoint(self, trainer: Trainer, path: Path) -> None: ...
-    def on_train_end(self, trainer: Trainer, state: str, error: str | None) -> None: ...
-    def should_stop(self, trainer: Trainer) -> bool:
-        return False
+__all__ = ["Callback", "RunRecorder", "Trainer", "TrainerControl", "TrainerState", "evaluate_model"]
 
 
 class StopTraining(Exception):
@@ -70,11 +61,10 @@ def pick_device(choice: str) -> str:
 
 
 def attn_implementation_for(cfg: Config) -> str:
+    """model.attn_implementation, or (auto) what the method asks for (Method.attention_implementation)."""
     if cfg.model.attn_implementation != "auto":
         return cfg.model.attn_implementation
-    # Per-block attention-probability dropout needs the eager attention path (sdpa fuses dropout).
-    varies = cfg.method.name in ("uegr", "rdrop") and "attention" in cfg.method.dropout_targets
-    return "eager" if varies else "sdpa"
+    return method_class(cfg.method.name).attention_implementation(cfg.method)
 
 
 def seed_everything(seed: int) -> None:
@@ -88,13 +78,28 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+def _on_state(name: str) -> property:
+    """A trainer attribute kept in its TrainerState (so callbacks read the same value)."""
+    return property(lambda self: getattr(self.state, name), lambda self, v: setattr(self.state, name, v))
+
+
 class Trainer:
+    step = _on_state("step")
+    epoch = _on_state("epoch")
+    total_steps = _on_state("total_steps")
+    steps_per_epoch = _on_state("steps_per_epoch")
+    best_score = _on_state("best_score")
+    last_eval = _on_state("last_eval")
+
     def __init__(self, cfg: Config, run: Run | None = None, callbacks: list[Callback] | None = None,
                  dataset: TextDataset | None = None, resume: bool = False, model=None):
         """`model`: an optional (model, tokenizer) to train instead of loading cfg.model (the Learn page
         trains a copy of its cached model); it should use attn_implementation_for(cfg)."""
         self.cfg = validate(cfg)
         self.run = run
+        self.state = TrainerState(cfg=self.cfg, run=run)
+        self.control = TrainerControl()
+        self._serving = False
         # One process per run: the lock is held until fit() ends (re-entrant, so the CLI can hold it too).
         self._run_lock = run.lock() if run is not None else None
         try:
@@ -165,18 +170,19 @@ class Trainer:
         self.raw_model = self.accelerator.unwrap_model(self.model)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda)
 
-        self.step = 0
-        self.epoch = 0
+        acc = self.accelerator
+        self.state.__dict__.update(model=self.raw_model, updater=self.updater, dataset=self.dataset, accelerator=acc,
+                                   world_size=acc.num_processes, is_main_process=acc.is_main_process,
+                                   device=str(acc.device), attn_implementation=self.attn)
         self.batch_in_epoch = 0
-        self.best_score: float | None = None
         self.history: list[dict] = []
-        self.last_eval: dict = {}
         self._t_start = time.time()
         self._examples_seen = 0
         if resume:
             self._load_state()
-        if hasattr(self.method, "prepare_data"):
-            self.method.prepare_data(self)  # e.g. CHILD-TUNING_D's Fisher pass over the training set
+        n = self.method.data_pass_batches()  # e.g. CHILD-TUNING_D's Fisher pass over the training set
+        if n != 0 and self.method.data_pass(self.raw_model, self.updater, self.ordered_batches(n)):
+            self._emit("on_mask_refresh", self.step)
 
     # ------------------------------------------------------------------ schedule and batches
     def _lr_lambda(self, step: int) -> float:
@@ -216,6 +222,13 @@ class Trainer:
             if self.epoch == epoch:
                 self.epoch, self.batch_in_epoch = epoch + 1, 0
 
+    def ordered_batches(self, n: int | None):
+        """The first `n` training batches in data order (None: one epoch), on the device (for data passes)."""
+        data, b = self.train_data, self.cfg.optim.batch_size
+        for i in range(min(n or self.steps_per_epoch, -(-len(data) // b))):
+            batch = self.collate([data[j] for j in range(i * b, min((i + 1) * b, len(data)))])
+            yield {k: v.to(self.accelerator.device) for k, v in batch.items()}
+
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
         try:
@@ -224,28 +237,28 @@ class Trainer:
             self.release()
 
     def _fit(self) -> dict:
-        state, error = "completed", None
+        outcome, error = "completed", None
         self._emit("on_train_start")
         try:
             self._loop()
         except StopTraining:
-            state = "stopped"
+            outcome = "stopped"
         except KeyboardInterrupt:
-            state, error = "stopped", "interrupted by the user (Ctrl-C)"
+            outcome, error = "stopped", "interrupted by the user (Ctrl-C)"
         except Exception as exc:  # noqa: BLE001 - any failure is recorded in the run, then re-raised
             self._fail(exc)
             raise
-        if state == "stopped":
+        if outcome == "stopped":
             try:
                 self.save_checkpoint("last")
             except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the previous checkpoint is intact
                 self._fail(exc)
                 raise
-        self._emit("on_train_end", state, error)
-        return {**self.last_eval, "state": state, "step": self.step, "best_score": self.best_score}  # eval has its own step
+        self._emit("on_train_end", outcome, error)
+        return {**self.last_eval, "state": outcome, "step": self.step, "best_score": self.best_score}  # eval has its own step
 
     def _fail(self, exc: Exception) -> None:
-        self.error_trace = traceback.format_exc()
+        self.state.error_trace = traceback.format_exc()
         self._emit("on_train_end", "failed", f"{type(exc).__name__}: {exc}")
 
     def _loop(self) -> None:
@@ -266,16 +279,31 @@ class Trainer:
             if self.step % cfg.runtime.log_every == 0 or self.step == self.total_steps:
                 self._log_step(parts, grad_norm, time.time() - t0)
             end_of_epoch = self.batch_in_epoch == 0
-            due_eval = (cfg.runtime.eval_every and self.step % cfg.runtime.eval_every == 0) or \
-                (not cfg.runtime.eval_every and end_of_epoch) or self.step == self.total_steps
-            if due_eval:
+            control = self.control
+            control.should_evaluate |= bool((cfg.runtime.eval_every and self.step % cfg.runtime.eval_every == 0) or
+                                            (not cfg.runtime.eval_every and end_of_epoch) or
+                                            self.step == self.total_steps)
+            self._emit("on_step_end")
+            evaluated = self._agreed(control.should_evaluate)
+            if evaluated:
+                control.should_evaluate = False
                 self.evaluate_and_track()
-            due_ckpt = (cfg.runtime.checkpoint_every and self.step % cfg.runtime.checkpoint_every == 0) or \
-                (not cfg.runtime.checkpoint_every and due_eval)
-            if due_ckpt:
+            control.should_checkpoint |= bool(
+                (cfg.runtime.checkpoint_every and self.step % cfg.runtime.checkpoint_every == 0) or
+                (not cfg.runtime.checkpoint_every and evaluated))
+            if self._agreed(control.should_checkpoint):
+                control.should_checkpoint = False
                 self.save_checkpoint("last")
-            if any(cb.should_stop(self) for cb in self.callbacks):
+            if self._agreed(control.should_stop):
                 raise StopTraining
+
+    def _agreed(self, flag: bool) -> bool:
+        """A flag set on the main process (where callbacks run), seen by every process (so all evaluate,
+        checkpoint and stop together)."""
+        if self.accelerator.num_processes == 1:
+            return flag
+        t = torch.tensor([int(flag)], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(t, reduction="sum").item())
 
     def train_step(self, batch: dict) -> tuple[dict, float, bool]:
         """One optimisation step on `batch`: (loss parts, grad norm, whether the mask was refreshed)."""
@@ -312,7 +340,8 @@ class Trainer:
             record["kept_fraction"] = self.updater.kept_fraction()
             record.update(self.updater.kept_per_layer())
         self.history.append(record)
-        self._emit("on_step_end", record)
+        self.state.metrics = record
+        self._emit("on_log", record)
         if not math.isfinite(record["loss"]):
             raise TrainingDiverged(
                 f"the training loss became {record['loss']} at step {self.step}; lower optim.lr "
@@ -377,6 +406,11 @@ class Trainer:
             self._emit("on_checkpoint", folder)
         return folder
 
+    # Not Accelerate's save_state/load_state: objects registered with register_for_checkpointing (the
+    # method's and the updater's state: rate-sampler RNG, saliency EMA, masks) are loaded with pickle
+    # (weights_only=False), and it writes the weights again beside the portable checkpoint. One
+    # trainer_state.pt loaded with weights_only=True, inside the crash-safe folder swap of
+    # Run.write_checkpoint, with a one-line error per damaged file (tests/test_faults.py).
     def trainer_state(self) -> dict:
         return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                 "best_score": self.best_score, "optimizer": self.optimizer.state_dict(),
@@ -425,16 +459,40 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = st["step"], st["epoch"], st["batch_in_epoch"]
         self.best_score = st["best_score"]
         torch.set_rng_state(st["rng_torch"])
-        random.setstate(_as_tuple(st["rng_python"]))
+        random.setstate(as_tuple(st["rng_python"]))
         if st["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(st["rng_cuda"])
         self._resumed_step = self.step
 
     def _emit(self, hook: str, *args) -> None:
-        if hook != "should_stop" and not self.accelerator.is_main_process and hook != "on_mask_refresh":
+        """Call `hook(state, control, *args)` on every callback that has it (main process only, except the
+        mask refresh, whose checksums are gathered from every process), serving requests after each."""
+        if not self.accelerator.is_main_process and hook != "on_mask_refresh":
             return
         for cb in self.callbacks:
-            getattr(cb, hook)(self, *args)
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(self.state, self.control, *args)
+                self._serve_requests()
+
+    def _serve_requests(self) -> None:
+        """Records a callback produced for the others, and a better checkpoint a callback measured. Not
+        re-entrant: hooks called from here leave their requests to the loop below, so records stay in order."""
+        if self._serving:
+            return
+        control, self._serving = self.control, True
+        try:
+            while control.robust_records:
+                self._emit("on_robust_eval", control.robust_records.pop(0))
+            if control.new_best is not None:
+                score, step, model, metric = control.new_best
+                control.new_best = None
+                self.best_score = score
+                self.save_checkpoint("best", with_state=False, model=model)
+                if self.run is not None:
+                    self.run.set_status(best_score=score, best_metric=metric, best_step=step)
+        finally:
+            self._serving = False
 
 
 def _errno_of(exc: Exception, folder: Path) -> int:
@@ -455,14 +513,14 @@ def _errno_of(exc: Exception, folder: Path) -> int:
     return errno.EIO
 
 
-def _as_tuple(x):
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
-
-
 def length_grouped(order: list[int], lengths: list[int], batch: int, gen: torch.Generator,
                    chunk_batches: int = 50) -> list[int]:
     """Reorder a shuffled epoch so each batch holds similar lengths (as HF's LengthGroupedSampler):
-    chunks of `chunk_batches` batches are sorted by length, cut into batches, and the batches shuffled."""
+    chunks of `chunk_batches` batches are sorted by length, cut into batches, and the batches shuffled.
+
+    Not transformers' get_length_grouped_indices: it keeps each mega-batch's batches in longest-first order
+    (a length trend every 50 steps) and draws its own permutation, so runs started before a switch could not
+    resume on the same batch order (epoch_order must stay reproducible for resume)."""
     chunk = batch * chunk_batches
     batches = []
     for start in range(0, len(order), chunk):
@@ -493,23 +551,23 @@ def _no_decay(name: str) -> bool:
     return n.endswith("bias") or "layernorm" in n or "layer_norm" in n
 
 
-@torch.no_grad()
 def evaluate_model(model, tokenizer, data, max_length: int, batch_size: int, num_labels: int) -> dict:
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    from .models import clamp_length  # long inputs truncated to the model's limit
+    """Metrics and mean task loss (CE, or MSE for a one-output regression head) on a data.Split."""
+    from .models import (  # inputs truncated to the model's limit
+        clamp_length,
+        classification_loss,
+        predict_logits,
+    )
 
+    device = next(model.parameters()).device
     loader = torch.utils.data.DataLoader(Encoded(data, tokenizer, clamp_length(max_length, model, tokenizer)),
                                          batch_size=batch_size, collate_fn=make_collate(tokenizer.pad_token_id or 0))
     preds, total_loss = [], 0.0
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
-        labels = batch.pop("labels")
-        logits = model(**batch).logits.float()
-        total_loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        logits = predict_logits(model, batch)
+        total_loss += float(classification_loss(logits, batch["labels"], reduction="sum"))
         preds.extend(logits.argmax(-1).tolist())
-    model.train(was_training)
     out = classification_report(preds, list(data.labels), num_labels)
     out["loss"] = total_loss / max(len(data), 1)
     out["n"] = len(data)
@@ -527,71 +585,72 @@ def mask_checksum(updater: SelectiveUpdater) -> int:
 
 
 class RunRecorder(Callback):
-    """Writes status, metrics, checkpoints and saliency snapshots into a Run folder."""
+    """Writes status, metrics, checkpoints and saliency snapshots into a Run folder, and turns a STOP
+    request into `control.should_stop`."""
 
     def __init__(self, run: Run, heartbeat_every: float = 2.0):
         self.run = run
         self.heartbeat_every = heartbeat_every
         self._last_beat = 0.0
 
-    def on_train_start(self, trainer: Trainer) -> None:
+    def on_train_start(self, state: TrainerState, control: TrainerControl) -> None:
         # A STOP written while queued is kept (and honoured at once); the lock is held, so repairs are safe.
         for note in self.run.recover_checkpoints():
             print(f"run {self.run.name}: {note}", file=sys.stderr)
-        moved = self.run.trim_metrics(trainer.step)
+        moved = self.run.trim_metrics(state.step)
         if moved:
-            print(f"run {self.run.name}: moved {moved} metrics line(s) logged after step {trainer.step} (or torn) "
+            print(f"run {self.run.name}: moved {moved} metrics line(s) logged after step {state.step} (or torn) "
                   f"to {self.run.path / 'metrics.discarded.jsonl'}", file=sys.stderr)
         st = self.run.raw_status()
         self.run.set_status(state="running", pid=os.getpid(), host=socket.gethostname(),
-                            started=st.get("started") or time.time(), heartbeat=time.time(), step=trainer.step,
-                            total_steps=trainer.total_steps, error=None, ended=None,
-                            world_size=trainer.accelerator.num_processes, device=str(trainer.accelerator.device),
-                            attn_implementation=trainer.attn, dataset=trainer.dataset.summary(),
+                            started=st.get("started") or time.time(), heartbeat=time.time(), step=state.step,
+                            total_steps=state.total_steps, error=None, ended=None,
+                            world_size=state.world_size, device=state.device,
+                            attn_implementation=state.attn_implementation, dataset=state.dataset.summary(),
                             hardware=hardware())
 
-    def on_step_end(self, trainer: Trainer, record: dict) -> None:
+    def on_log(self, state: TrainerState, control: TrainerControl, record: dict) -> None:
         self.run.append_metrics([record])
         now = time.time()
-        if now - self._last_beat >= self.heartbeat_every or trainer.step == trainer.total_steps:
+        if now - self._last_beat >= self.heartbeat_every or state.step == state.total_steps:
             self._last_beat = now
-            self.run.set_status(heartbeat=now, step=trainer.step, eta_s=record.get("eta_s"),
+            self.run.set_status(heartbeat=now, step=state.step, eta_s=record.get("eta_s"),
                                 examples_per_s=record.get("examples_per_s"))
 
-    def on_evaluate(self, trainer: Trainer, metrics: dict) -> None:
+    def on_step_end(self, state: TrainerState, control: TrainerControl) -> None:
+        if self.run.stop_requested() or jobs.stop_requested():  # `uegr stop`, or the job's stop request
+            control.should_stop = True
+
+    def on_evaluate(self, state: TrainerState, control: TrainerControl, metrics: dict) -> None:
         self.run.append_metrics([metrics])
-        select_on = trainer.cfg.runtime.select_on
-        self.run.set_status(best_score=trainer.best_score, last_eval=metrics,
+        select_on = state.cfg.runtime.select_on
+        self.run.set_status(best_score=state.best_score, last_eval=metrics,
                             best_metric="accuracy" if select_on == "clean" else select_on)
 
-    def on_mask_refresh(self, trainer: Trainer, step: int) -> None:
-        acc = trainer.accelerator
+    def on_robust_eval(self, state: TrainerState, control: TrainerControl, record: dict) -> None:
+        self.run.append_metrics([record])
+
+    def on_mask_refresh(self, state: TrainerState, control: TrainerControl, step: int) -> None:
+        acc = state.accelerator
         if acc.num_processes > 1:
-            sums = acc.gather(torch.tensor([mask_checksum(trainer.updater)], device=acc.device,
+            sums = acc.gather(torch.tensor([mask_checksum(state.updater)], device=acc.device,
                                            dtype=torch.int64)).tolist()
             if acc.is_main_process:
                 self.run.append_metrics([{"kind": "mask", "step": step, "checksums": sums}])
-        if acc.is_main_process and trainer.cfg.runtime.snapshot_saliency:
-            rows, maps = trainer.updater.snapshot()
+        if acc.is_main_process and state.cfg.runtime.snapshot_saliency:
+            rows, maps = state.updater.snapshot()
             self.run.write_snapshot(step, rows, maps)
 
-    def should_stop(self, trainer: Trainer) -> bool:
-        return self.run.stop_requested() or jobs.stop_requested()
-
-    def on_train_end(self, trainer: Trainer, state: str, error: str | None) -> None:
+    def on_train_end(self, state: TrainerState, control: TrainerControl, outcome: str, error: str | None) -> None:
         try:
-            self.run.set_status(state=state, error=error, ended=time.time(), step=trainer.step,
-                                heartbeat=time.time(), best_score=trainer.best_score, final=trainer.last_eval)
-            if state == "stopped":
+            self.run.set_status(state=outcome, error=error, ended=time.time(), step=state.step,
+                                heartbeat=time.time(), best_score=state.best_score, final=state.last_eval)
+            if outcome == "stopped":
                 self.run.clear_stop()  # the request is served
-            if state == "failed" and getattr(trainer, "error_trace", None):
+            if outcome == "failed" and state.error_trace:
                 with self.run.log_path.open("a", encoding="utf-8") as fh:
-                    fh.write(trainer.error_trace)
+                    fh.write(state.error_trace)
         except OSError as exc:  # a full or read-only disk: readers will show the run as interrupted
-            print(f"run {self.run.name}: could not record the final state {state!r} ({exc})", file=sys.stderr)
+            print(f"run {self.run.name}: could not record the final state {outcome!r} ({exc})", file=sys.stderr)
 
 
-def load_trained(run: Run, which: str = "best"):
-    """(model, tokenizer) of a run's checkpoint (best if present, else last)."""
-    folder = run.checkpoint_dir(which) if run.has_checkpoint(which) else run.best_checkpoint()
-    return load_checkpoint(folder)

@@ -1,7 +1,7 @@
 """`uegr attack`: attack a trained run (or a Hugging Face classifier folder) and save the results.
 
-The lead wires it in with:  from uegr.attacks.cli import add_attack_parser;  add_attack_parser(subparsers)
-The parser gets func=cmd_attack; cmd_attack(args) -> exit code (0 ok, 2 error, 130 interrupted).
+`uegr.cli` adds it with add_attack_parser(subparsers); cmd_attack(args) -> exit code (0 ok, 2 error,
+130 interrupted), errors handled by uegr.cli_errors.run_command.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .. import jobs
+from ..cli_errors import run_command
 from .recipes import DEFAULT_RECIPE, RECIPES, AttackError, get_recipe, list_recipes
 
 SPLITS = ("validation", "test", "train")
@@ -50,11 +51,6 @@ def add_attack_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--list-recipes", action="store_true", help="list recipes and whether they run here, then exit")
     p.set_defaults(func=cmd_attack)
     return p
-
-
-def _err(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
 
 
 def _print_recipes(as_json: bool) -> int:
@@ -109,113 +105,108 @@ def _progress_bar(total: int, desc: str):
 
 
 def cmd_attack(args) -> int:
+    return run_command("uegr attack", _attack, args,
+                       "interrupted: finished examples are saved; rerun the same command to resume")
+
+
+def _attack(args) -> int:
     if getattr(args, "list_recipes", False):
         return _print_recipes(args.json)
     if not args.run:
-        return _err("give RUN (a run name/folder or a classifier folder), or --list-recipes")
-    try:
-        recipe = get_recipe(args.recipe)
-    except AttackError as exc:
-        return _err(str(exc))
+        raise AttackError("give RUN (a run name/folder or a classifier folder), or --list-recipes")
+    recipe = get_recipe(args.recipe)
     if not 0 <= args.num_examples <= MAX_EXAMPLES:
-        return _err(f"--num-examples={args.num_examples} is out of range: use 0 (all, at most {MAX_EXAMPLES}) "
-                    f"to {MAX_EXAMPLES}")
+        raise AttackError(f"--num-examples={args.num_examples} is out of range: use 0 (all, at most {MAX_EXAMPLES}) "
+                          f"to {MAX_EXAMPLES}")
     if not 0 < args.max_perturb <= 1:
-        return _err("--max-perturb must be in (0, 1]")
+        raise AttackError("--max-perturb must be in (0, 1]")
     if not 0 <= args.query_budget <= MAX_QUERY_BUDGET:
-        return _err(f"--query-budget={args.query_budget} is out of range: use 0 (none) to {MAX_QUERY_BUDGET}")
+        raise AttackError(f"--query-budget={args.query_budget} is out of range: use 0 (none) to {MAX_QUERY_BUDGET}")
     if args.seed < 0:
-        return _err(f"--seed={args.seed} must be >= 0")
+        raise AttackError(f"--seed={args.seed} must be >= 0")
     if args.device not in ("auto", "cpu", "mps") and not args.device.startswith("cuda"):
-        return _err(f"--device {args.device!r}: use auto, cpu or cuda")
+        raise AttackError(f"--device {args.device!r}: use auto, cpu or cuda")
     if args.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            return _err(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
+            raise AttackError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
     ok, reason = recipe.available()
     if not ok:
-        return _err(f"recipe {args.recipe!r} is unavailable here: {reason}")
+        raise AttackError(f"recipe {args.recipe!r} is unavailable here: {reason}")
+
+    import torch
 
     from ..config import DataConfig
-    from ..data import DataError, load_dataset, read_records, records_to_split
-    from ..models import ModelLoadError, load_checkpoint
-    from ..runs import RunError, RunStore
+    from ..data import load_dataset, read_records, records_to_split
+    from ..models import load_checkpoint
+    from ..runs import RunStore
+
+    run = None
+    path = Path(args.run).expanduser()
+    if _is_hf_folder(path):
+        model_dir = path
+    else:
+        run = RunStore(args.runs_dir).get(args.run)
+        model_dir = run.best_checkpoint()
+    model, tokenizer = load_checkpoint(model_dir)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device not in ("cpu", "cuda"):
+        raise AttackError(f"--device {device}: use auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AttackError("--device cuda: no CUDA GPU is visible here; use --device cpu (or auto)")
+    model.to(device).eval()
+
+    if args.file:
+        fpath = Path(args.file).expanduser()
+        names = _model_label_names(model)
+        dcfg = DataConfig(source=str(fpath), text_column=args.text_column, label_column=args.label_column,
+                          label_names=names or [])
+        split, label_names = records_to_split(read_records(fpath), dcfg, str(fpath), names)
+        split_name = "file-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in fpath.stem)
+    else:
+        if run is None:
+            raise AttackError(f"{path} is a classifier folder, not a run: give the examples with --file PATH")
+        split_name = args.split or "validation"
+        data_cfg = dataclasses.replace(run.config().data, max_eval_examples=0)
+        ds = load_dataset(data_cfg)
+        if split_name not in ds.splits:
+            raise AttackError(f"run {run.name!r}: its data has no {split_name!r} split "
+                              f"(it has {', '.join(ds.splits)}); use --split or --file")
+        split, label_names = ds.splits[split_name], ds.label_names
+    if split.pairs is not None:
+        raise AttackError("attacks on sentence-pair data are not supported yet")
+    if max(split.labels) >= model.config.num_labels:
+        raise AttackError(f"the data has labels up to {max(split.labels)} but the model has "
+                          f"{model.config.num_labels} classes")
+
+    name = f"attack-{args.recipe}-{split_name}"
+    out_dir = (run.analyses_dir if run is not None else model_dir / "analyses") / name
+    n = args.num_examples or len(split)
+    if n > MAX_EXAMPLES:
+        raise AttackError(f"{len(split)} examples in {split_name}: give --num-examples at most {MAX_EXAMPLES}")
+    budget = args.query_budget or 2000
+    print(f"attacking {min(n, len(split))} examples with {args.recipe}; at most ~"
+          f"{min(n, len(split)) * budget * SECONDS_PER_QUERY / 60:.0f} min at the query budget "
+          "(usually far less)", file=sys.stderr)
+    bar, update = _progress_bar(min(n, len(split)), f"{args.recipe} ({split_name})")
+    from .runner import attack_dataset
 
     try:
-        import torch
-
-        run = None
-        path = Path(args.run).expanduser()
-        if _is_hf_folder(path):
-            model_dir = path
-        else:
-            run = RunStore(args.runs_dir).get(args.run)
-            model_dir = run.best_checkpoint()
-        model, tokenizer = load_checkpoint(model_dir)
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-        if device not in ("cpu", "cuda"):
-            return _err(f"--device {device}: use auto, cpu or cuda")
-        if device == "cuda" and not torch.cuda.is_available():
-            return _err("--device cuda: no CUDA GPU is visible here; use --device cpu (or auto)")
-        model.to(device).eval()
-
-        if args.file:
-            fpath = Path(args.file).expanduser()
-            names = _model_label_names(model)
-            dcfg = DataConfig(source=str(fpath), text_column=args.text_column, label_column=args.label_column,
-                              label_names=names or [])
-            split, label_names = records_to_split(read_records(fpath), dcfg, str(fpath), names)
-            split_name = "file-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in fpath.stem)
-        else:
-            if run is None:
-                return _err(f"{path} is a classifier folder, not a run: give the examples with --file PATH")
-            split_name = args.split or "validation"
-            data_cfg = dataclasses.replace(run.config().data, max_eval_examples=0)
-            ds = load_dataset(data_cfg)
-            if split_name not in ds.splits:
-                return _err(f"run {run.name!r}: its data has no {split_name!r} split "
-                            f"(it has {', '.join(ds.splits)}); use --split or --file")
-            split, label_names = ds.splits[split_name], ds.label_names
-        if split.pairs is not None:
-            return _err("attacks on sentence-pair data are not supported yet")
-        if max(split.labels) >= model.config.num_labels:
-            return _err(f"the data has labels up to {max(split.labels)} but the model has "
-                        f"{model.config.num_labels} classes")
-
-        name = f"attack-{args.recipe}-{split_name}"
-        out_dir = (run.analyses_dir if run is not None else model_dir / "analyses") / name
-        n = args.num_examples or len(split)
-        if n > MAX_EXAMPLES:
-            return _err(f"{len(split)} examples in {split_name}: give --num-examples at most {MAX_EXAMPLES}")
-        budget = args.query_budget or 2000
-        print(f"attacking {min(n, len(split))} examples with {args.recipe}; at most ~"
-              f"{min(n, len(split)) * budget * SECONDS_PER_QUERY / 60:.0f} min at the query budget "
-              "(usually far less)", file=sys.stderr)
-        bar, update = _progress_bar(min(n, len(split)), f"{args.recipe} ({split_name})")
-        from .runner import attack_dataset
-
-        try:
-            summary = attack_dataset(model, tokenizer, split.texts, split.labels, recipe=args.recipe, n=n,
-                                     seed=args.seed, query_budget=args.query_budget or None,
-                                     max_perturb_fraction=args.max_perturb if args.max_perturb < 1 else None,
-                                     out_dir=out_dir, progress=update, label_names=label_names,
-                                     resume=not args.fresh)
-        finally:
-            bar.close()
-        summary.update({"split": split_name, "model": str(model_dir), "run": run.name if run else None,
-                        "file": str(args.file) if args.file else None})
-        if run is not None:
-            saved = run.write_analysis(name, summary)
-        else:
-            saved = out_dir.parent / f"{name}.json"
-            saved.write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished examples are saved; rerun the same command to resume", file=sys.stderr)
-        return 130
-    except (AttackError, RunError, DataError, ModelLoadError, OSError, ValueError) as exc:
-        return _err(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-
+        summary = attack_dataset(model, tokenizer, split.texts, split.labels, recipe=args.recipe, n=n,
+                                 seed=args.seed, query_budget=args.query_budget or None,
+                                 max_perturb_fraction=args.max_perturb if args.max_perturb < 1 else None,
+                                 out_dir=out_dir, progress=update, label_names=label_names,
+                                 resume=not args.fresh)
+    finally:
+        bar.close()
+    summary.update({"split": split_name, "model": str(model_dir), "run": run.name if run else None,
+                    "file": str(args.file) if args.file else None})
+    if run is not None:
+        saved = run.write_analysis(name, summary)
+    else:
+        saved = out_dir.parent / f"{name}.json"
+        saved.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     if args.json:
         print(json.dumps(summary, indent=1))
     else:

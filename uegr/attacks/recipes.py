@@ -28,8 +28,10 @@ from pathlib import Path
 
 import torch
 
+from ..cli_errors import UserError
 
-class AttackError(RuntimeError):
+
+class AttackError(UserError, RuntimeError):
     """An attack could not run; the message says why (one line, no traceback needed)."""
 
 

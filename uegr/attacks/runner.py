@@ -43,26 +43,15 @@ class ModelWrapper:
 
         self.max_length = clamp_length(max_length, model, tokenizer)  # long inputs truncated to the model's limit
 
-    @torch.no_grad()
     def __call__(self, text_input_list, **kwargs):
-        model = self.model
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        out = []
-        try:
-            for i in range(0, len(text_input_list), self.batch_size):
-                batch = list(text_input_list[i:i + self.batch_size])
-                if batch and isinstance(batch[0], (tuple, list)):
-                    first, second = [b[0] for b in batch], [b[1] for b in batch]
-                else:
-                    first, second = batch, None
-                enc = self.tokenizer(first, second, truncation=True, max_length=self.max_length, padding=True,
-                                     return_tensors="pt").to(device)
-                out.append(torch.softmax(model(**enc).logits.float(), -1).cpu())
-        finally:
-            model.train(was_training)
-        return torch.cat(out) if out else torch.empty(0)
+        from ..models import predict_proba
+
+        batch = list(text_input_list)
+        if batch and isinstance(batch[0], (tuple, list)):
+            first, second = [b[0] for b in batch], [b[1] for b in batch]
+        else:
+            first, second = batch, None
+        return predict_proba(self.model, self.tokenizer, first, second, self.max_length, self.batch_size)
 
 
 # ---------------------------------------------------------------- per-process cache of built attacks

@@ -17,10 +17,14 @@ except ImportError:  # pragma: no cover
     pass
 
 
+def method_class(name: str) -> type[Method]:
+    if name not in REGISTRY:
+        raise ValueError(f"method.name={name!r} is not available; choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
 def build_method(cfg: MethodConfig, seed: int = 0) -> Method:
-    if cfg.name not in REGISTRY:
-        raise ValueError(f"method.name={cfg.name!r} is not available; choose one of {', '.join(REGISTRY)}")
-    return REGISTRY[cfg.name](cfg, seed)
+    return method_class(cfg.name)(cfg, seed)
 
 
-__all__ = ["Method", "StepContext", "build_method", "REGISTRY"]
+__all__ = ["Method", "StepContext", "build_method", "method_class", "REGISTRY"]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..config import MethodConfig
+from ..models import classification_loss  # noqa: F401 - the methods' task loss, shared with evaluation
 
 
 @dataclass
@@ -27,15 +27,13 @@ def as_floats(parts: dict) -> dict[str, float]:
     return {k: float(v) for k, v in parts.items()}
 
 
+def as_tuple(x):
+    """Lists back to tuples, recursively: a Python RNG state after a JSON or torch round trip."""
+    return tuple(as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
+
+
 def split_batch(batch: dict) -> tuple[dict, torch.Tensor]:
     return {k: v for k, v in batch.items() if k != "labels"}, batch["labels"]
-
-
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """CE for classifiers, MSE for single-output regression heads; float32 either way."""
-    if logits.shape[-1] == 1:
-        return F.mse_loss(logits.float().squeeze(-1), labels.float())
-    return F.cross_entropy(logits.float(), labels)
 
 
 def clean_pass(ctx: StepContext, inputs: dict, labels: torch.Tensor, retain_graph: bool = False):
@@ -59,6 +57,7 @@ class Method:
     """Base class. Subclasses implement `step`; the trainer owns the optimizer and selective update."""
 
     name = "base"
+    summary = ""  # one line shown beside the method picker
     # The mask the trainer applies: None (update everything), or "dynamic" (saliency refreshed during
     # training, UEGR and RoAST) or "fixed" (computed once before training, CHILD-TUNING_D).
     mask_mode: str | None = None
@@ -68,8 +67,27 @@ class Method:
         self.cfg = cfg
         self.seed = seed
 
+    # Methods whose dropout rates vary per pass install per-block attention-probability dropout, which
+    # needs the eager attention path (sdpa fuses dropout into one kernel).
+    varies_attention_dropout = False
+
+    @classmethod
+    def attention_implementation(cls, cfg: MethodConfig) -> str:
+        """The attention implementation this method needs for `cfg` (called before the model is loaded)."""
+        return "eager" if cls.varies_attention_dropout and "attention" in cfg.dropout_targets else "sdpa"
+
     def prepare(self, model: nn.Module) -> None:
         """Called once with the raw model before training (e.g. to install block dropout)."""
+
+    def data_pass_batches(self) -> int | None:
+        """Training batches (in data order) the method reads once before training: 0 = none (the default),
+        None = one whole epoch. They are given to `data_pass`."""
+        return 0
+
+    def data_pass(self, model: nn.Module, updater, batches: Iterable[dict]) -> bool:
+        """A pass over training batches before the first step (CHILD-TUNING_D: the Fisher mask). `updater`
+        is the trainer's SelectiveUpdater or None; returns True when it set the update mask."""
+        return False
 
     def step(self, batch: dict, ctx: StepContext) -> dict[str, float | torch.Tensor]:
         """Forwards and backwards for one batch; named loss parts as floats or detached 0-d tensors."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from ..models import model_mode
 from . import adversary as adv
 from .base import Method, StepContext, attention_mask_of, classification_loss, clean_pass, split_batch
 from .divergence import symmetric_kl
@@ -19,6 +20,8 @@ class RDrop(Method):
     L = mean CE + alpha * (KL(p1||p2) + KL(p2||p1)) / 2."""
 
     name = "rdrop"
+    summary = "Two dropout passes pulled together by a symmetric KL."
+    varies_attention_dropout = True
 
     def prepare(self, model) -> None:
         install_block_dropout(model)
@@ -40,6 +43,7 @@ class FreeLB(Method):
     gradients of the K adversarial losses are averaged (each loss is divided by K)."""
 
     name = "freelb"
+    summary = "Several adversarial steps on the embeddings, gradients accumulated."
 
     def step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
         cfg = self.cfg
@@ -72,37 +76,32 @@ class ChildTuningD(Vanilla):
     the child network (top keep_ratio); only it is updated, with a mask fixed for the whole run."""
 
     name = "childtuning"
+    summary = "Update only a child network chosen once by Fisher information."
     mask_mode = "fixed"  # the loss is vanilla CE; only the fixed mask differs
 
-    def prepare_data(self, trainer) -> None:
-        upd = trainer.updater
-        if upd is None or upd.masks is not None:  # resumed runs keep their saved mask
-            return
-        n_batches = self.cfg.childtuning_batches or trainer.steps_per_epoch
-        data = trainer.train_data
-        b = trainer.cfg.optim.batch_size
-        batches = ({k: v.to(trainer.accelerator.device) for k, v in
-                    trainer.collate([data[j] for j in range(i * b, min((i + 1) * b, len(data)))]).items()}
-                   for i in range(min(n_batches, -(-len(data) // b))))
-        self.fix_mask(upd, trainer.raw_model, batches)
-        trainer._emit("on_mask_refresh", trainer.step)
+    def data_pass_batches(self) -> int | None:
+        return self.cfg.childtuning_batches or None  # 0 = the whole training set
+
+    def data_pass(self, model, updater, batches) -> bool:
+        if updater is None or updater.masks is not None:  # resumed runs keep their saved mask
+            return False
+        self.fix_mask(updater, model, batches)
+        return True
 
     @staticmethod
     def fix_mask(upd, model, batches) -> None:
         """Fisher information (summed squared gradients) over `batches` -> the fixed top-k mask of `upd`.
         Also used by uegr.hf.UEGRTrainer with its own data loader."""
         fisher = [torch.zeros_like(p, dtype=torch.float32) for _, p in upd.named]
-        was_training = model.training
-        model.train()  # as in CHILD-TUNING, gradients are taken in training mode
-        for batch in batches:
-            inputs, labels = split_batch(batch)
+        with model_mode(model, training=True):  # as in CHILD-TUNING, gradients are taken in training mode
+            for batch in batches:
+                inputs, labels = split_batch(batch)
+                model.zero_grad(set_to_none=True)
+                classification_loss(model(**inputs).logits, labels).backward()
+                for f, (_, p) in zip(fisher, upd.named):
+                    if p.grad is not None:
+                        f.add_(p.grad.detach().float().square())
             model.zero_grad(set_to_none=True)
-            classification_loss(model(**inputs).logits, labels).backward()
-            for f, (_, p) in zip(fisher, upd.named):
-                if p.grad is not None:
-                    f.add_(p.grad.detach().float().square())
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
         topk = type(upd.cfg)(**{**upd.cfg.__dict__, "mask_rule": "topk"})
         upd.cfg = topk
         upd.saliency = fisher
@@ -114,6 +113,7 @@ class RoAST(Method):
     adversarial predictions, and a Bernoulli gradient mask from Fisher ranks (alpha, beta)."""
 
     name = "roast"
+    summary = "One adversarial step + KL, and a Bernoulli saliency mask on the update."
     mask_mode = "dynamic"
     updater_overrides = {"mask_rule": "bernoulli", "saliency": "fisher"}
 

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .base import as_tuple
+
 
 class DropoutState:
     """Shared by every BlockDropout of one model: the per-block rates of the current fused pass."""
@@ -144,9 +146,6 @@ class RateSampler:
         return {"rng": self.rng.getstate(), "center": self.center}
 
     def load_state_dict(self, state: dict) -> None:
-        self.rng.setstate(_as_tuple(state["rng"]))
+        self.rng.setstate(as_tuple(state["rng"]))
         self.center = state["center"]
 
-
-def _as_tuple(x):
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x

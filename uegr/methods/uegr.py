@@ -17,7 +17,9 @@ from .dropout import RateSampler, block_rates, install_block_dropout
 
 class UEGR(Method):
     name = "uegr"
+    summary = "Adversarial embeddings + K adaptive-dropout sub-models (JS), then a saliency-masked update."
     mask_mode = "dynamic"
+    varies_attention_dropout = True
 
     def __init__(self, cfg, seed: int = 0):
         super().__init__(cfg, seed)

@@ -7,6 +7,7 @@ from .base import Method, StepContext, classification_loss, split_batch
 
 class Vanilla(Method):
     name = "vanilla"
+    summary = "Plain fine-tuning with cross-entropy: the baseline every method is measured against."
 
     def step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
         inputs, labels = split_batch(batch)

@@ -26,6 +26,7 @@ from typing import Any
 
 from .. import config as C
 from .. import jobs
+from ..callbacks import Callback
 from ..runs import NAME_RE, Run, RunError, RunStore, _atomic_write, pid_alive
 from .space import SpaceError, suggest
 
@@ -308,7 +309,7 @@ def _comparable(spec: StudySpec) -> tuple:
 
 
 # ------------------------------------------------------------------------------------------ one trial
-class TrialReporter:
+class TrialReporter(Callback):
     """Trainer callback: reports each evaluation of the study's first objective to the trial and asks the
     pruner; a pruned trial stops training at once (checkpoint 'last' is kept)."""
 
@@ -326,35 +327,22 @@ class TrialReporter:
         if self.trial.should_prune():
             self.pruned_at = step
 
-    def on_train_start(self, trainer) -> None:
-        from ..robust_eval import RobustEvalCallback
-
-        for cb in trainer.callbacks:
-            if isinstance(cb, RobustEvalCallback):
-                cb.listeners.append(self.on_robust)
-
-    def on_evaluate(self, trainer, metrics: dict) -> None:
+    def on_evaluate(self, state, control, metrics: dict) -> None:
         if metrics.get("split") == "validation":
             self._clean[metrics["step"]] = metrics["accuracy"]
         if self.objective == "clean_acc":
             self._report(metrics.get("accuracy"), metrics["step"])
+        control.should_stop |= self.pruned_at is not None
 
-    def on_robust(self, trainer, rec: dict) -> None:
+    def on_robust_eval(self, state, control, rec: dict) -> None:
         from ..robust_eval import harmonic
 
         if self.objective == "robust_acc":
             self._report(rec["robust_acc"], rec["step"])
         elif self.objective == "harmonic":
-            self._report(harmonic(self._clean.get(rec["step"], rec["clean_acc"]), rec["robust_acc"], rec.get("chance")),
-                         rec["step"])
-
-    def should_stop(self, trainer) -> bool:
-        return self.pruned_at is not None
-
-    def on_step_end(self, trainer, record) -> None: ...
-    def on_mask_refresh(self, trainer, step) -> None: ...
-    def on_checkpoint(self, trainer, path) -> None: ...
-    def on_train_end(self, trainer, state, error) -> None: ...
+            self._report(harmonic(self._clean.get(rec["step"], rec["clean_acc"]), rec["robust_acc"],
+                                  rec.get("chance")), rec["step"])
+        control.should_stop |= self.pruned_at is not None
 
 
 def trial_values(run: Run, spec: StudySpec) -> dict[str, Any]:
