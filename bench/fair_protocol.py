@@ -327,8 +327,8 @@ def task_section(args, runs: Path, task: str, s: dict) -> list[str]:
     import tempfile
 
     from bench.reproduce import paired_rows, write_results
-    from uegr.data import load_dataset
     from uegr.config import build_config
+    from uegr.data import load_dataset
     from uegr.runs import RunStore
 
     lines = [f"### {task}: equal-effort sweeps (stage a; dev set only)", "",
