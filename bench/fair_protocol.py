@@ -45,22 +45,24 @@ RECIPES = "deepwordbug,textfooler-lite,pwws"
 SPACES = REPO / "bench" / "fair_spaces"
 START, END = "<!-- fair-rerun:start -->", "<!-- fair-rerun:end -->"
 
-# Sizes (docs/results.md, "Fair re-run": measured costs and the estimate that chose them).
+# Sizes (docs/results.md, "Fair re-run": measured costs and the estimate that chose them). eval_every is the
+# epoch's step count (157 = ceil(5000/32); TREC 154 = ceil(4907/32)): one clean + one robust evaluation per
+# run, at its end; a mid-epoch robust evaluation of 128 sentences would cost about as much as the training.
 FULL = {
-    "sst2": dict(model="minilm", train_examples=5000, epochs=1, trials=8, budget_steps=0, eval_every=79,
-                 robust_examples=128, robust_budget=100, seeds=3, ablation_seeds=3, attack_examples=500,
-                 methods=METHODS, ablations=ABLATIONS),
-    "trec": dict(model="minilm", train_examples=0, epochs=1, trials=4, budget_steps=0, eval_every=78,
+    "sst2": dict(model="minilm", train_examples=5000, epochs=1, trials=8, budget_steps=0, eval_every=157,
+                 robust_examples=128, robust_budget=100, seeds=3, ablation_seeds=2, attack_examples=500,
+                 ablation_attack_examples=250, methods=METHODS, ablations=ABLATIONS),
+    "trec": dict(model="minilm", train_examples=0, epochs=1, trials=4, budget_steps=0, eval_every=154,
                  robust_examples=128, robust_budget=100, seeds=3, ablation_seeds=0, attack_examples=250,
-                 methods=METHODS, ablations=[]),
+                 ablation_attack_examples=0, methods=METHODS, ablations=[]),
 }
 TINY = {
     "sst2": dict(model="tiny-bert", train_examples=64, epochs=1, trials=2, budget_steps=3, eval_every=2,
                  robust_examples=4, robust_budget=20, seeds=2, ablation_seeds=1, attack_examples=3,
-                 methods=["vanilla", "uegr"], ablations=["uegr-no-adv", "uegr-no-js"]),
+                 ablation_attack_examples=2, methods=["vanilla", "uegr"], ablations=["uegr-no-adv", "uegr-no-js"]),
     "trec": dict(model="tiny-bert", train_examples=64, epochs=1, trials=2, budget_steps=3, eval_every=2,
                  robust_examples=4, robust_budget=20, seeds=2, ablation_seeds=0, attack_examples=3,
-                 methods=["vanilla", "uegr"], ablations=[]),
+                 ablation_attack_examples=0, methods=["vanilla", "uegr"], ablations=[]),
 }
 GPU = dict(train_examples=0, epochs=3, seeds=3, attack_examples=500)
 
@@ -149,9 +151,9 @@ def train_step(runs: Path, task: str, stage: str, name: str, sets: list[str]) ->
     return Step(stage, f"{task}-train-{name}", argv, {"UEGR_HOME": str(confirm)}, str(confirm / name))
 
 
-def attack_step(runs: Path, task: str, stage: str, name: str, s: dict, args) -> Step:
+def attack_step(runs: Path, task: str, stage: str, name: str, s: dict, args, n: int | None = None) -> Step:
     argv = [sys.executable, str(Path(__file__).resolve()), "--runs-dir", str(runs), "--attack-run", name,
-            "--task", task, "--attack-examples", str(s["attack_examples"])]
+            "--task", task, "--attack-examples", str(n or s["attack_examples"])]
     if args.tiny:
         argv.append("--tiny")
     return Step(stage, f"{task}-attack-{name}", argv)
@@ -194,7 +196,7 @@ def build_plan(args) -> list[Step]:
                 sets = (base_sets(task, s) + [f"{k}={_fmt(v)}" for k, v in chosen["uegr"][0].items()]
                         + METHOD_OVERRIDES[ab] + [f"optim.seed={seed}"])
                 plan.append(train_step(runs, task, "d", name, sets))
-                plan.append(attack_step(runs, task, "d", name, s, args))
+                plan.append(attack_step(runs, task, "d", name, s, args, s["ablation_attack_examples"]))
     if args.gpu:
         plan += gpu_steps(args, runs)
     plan.append(Step("g", "report", [sys.executable, str(Path(__file__).resolve()), "--runs-dir", str(runs),
@@ -230,14 +232,75 @@ def best_baseline(runs: Path, task: str) -> str | None:
     return max(scores, key=scores.get) if len(scores) == len(METHODS) - 1 else None
 
 
+# ------------------------------------------------------------------------------------------ sizing
+HISTORICAL_VANILLA_STEP = 184 / 157  # s/step incl. its one dev evaluation: docs/results.md's 5k table, 1 thread
+ATTACK_CORRECTION = 2.0  # calibration attacks a 40-step model; a trained one survives more and uses more queries
+SPLIT_SIZES = {"sst2": (5000, 872), "trec": (4907, 545)}  # (training sentences, dev sentences) of the protocol
+
+
+def estimate(calib: dict, s: dict, task: str, gpu: bool = False) -> dict[str, float]:
+    """Core-seconds per stage for one task from bench/fair_calibrate.py's one-thread costs."""
+    import math
+
+    step = dict(calib["step_seconds"])
+    fixed = {m: 0.0 for m in step}
+    if "childtuning" in step and "vanilla" in step:  # its Fisher pass over the training set is once per run
+        fixed["childtuning"] = (step["childtuning"] - step["vanilla"]) * calib["steps"]
+        step["childtuning"] = step["vanilla"]
+    n_train, n_dev = SPLIT_SIZES[task]
+    steps = math.ceil(n_train / 32) * s["epochs"]
+    evals = math.ceil(steps / s["eval_every"])
+    dev_eval = calib["dev_eval_seconds"] * n_dev / 872
+    robust = s["robust_examples"] * calib["attack_seconds_per_sentence"]["deepwordbug"] * ATTACK_CORRECTION
+    per_sentence = sum(calib["attack_seconds_per_sentence"].values()) * ATTACK_CORRECTION
+
+    def run(m, budget=0):
+        n = min(budget or steps, steps)
+        return n * step[m] + fixed[m] + math.ceil(n / s["eval_every"]) * (dev_eval + robust)
+
+    out = {"sweeps (a)": sum(s["trials"] * run(m, s["budget_steps"]) for m in s["methods"]),
+           "confirm (b)": sum(s["seeds"] * run(m) for m in s["methods"]),
+           "attacks (c)": len(s["methods"]) * s["seeds"] * s["attack_examples"] * per_sentence,
+           "ablations (d)": len(s["ablations"]) * s["ablation_seeds"] * (run("uegr") + s["ablation_attack_examples"]
+                                                                          * per_sentence)}
+    out["per run (uegr)"] = run("uegr")
+    out["evals per run"] = evals
+    return out
+
+
+def estimate_table(calib: dict, args) -> str:
+    load = max(1.0, (calib["step_seconds"]["vanilla"] + calib["dev_eval_seconds"] / 157) / HISTORICAL_VANILLA_STEP)
+    lines = ["Measured (1 thread, `bench/fair_calibrate.py`): s/step " + ", ".join(
+        f"{m} {v:.2f}" for m, v in calib["step_seconds"].items()) + f"; dev evaluation {calib['dev_eval_seconds']:.1f} s; "
+        "s/attacked sentence " + ", ".join(f"{r} {v:.2f}" for r, v in calib["attack_seconds_per_sentence"].items())
+        + f" (40-step model; x{ATTACK_CORRECTION:g} for trained models). Load factor vs the earlier idle-ish "
+        f"1-thread vanilla time: {load:.2f} (divided out below).", "",
+        "| task | stage | core-hours (idle) |", "|---|---|---|"]
+    total = 0.0
+    for task, s in sizes(args).items():
+        for stage, v in estimate(calib, s, task).items():
+            if stage.startswith(("per run", "evals")):
+                continue
+            lines.append(f"| {task} | {stage} | {v / load / 3600:.1f} |")
+            total += v / load
+    lines.append(f"| all | total core-hours / wall hours on 2 idle cores (--jobs 2) | {total / 3600:.1f} / "
+                 f"{total / 7200:.1f} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------ running
 def step_file(runs: Path, step: Step) -> Path:
     return runs / "steps" / f"{step.name}.json"
 
 
 def is_done(runs: Path, step: Step) -> bool:
+    """Finished with exit code 0 by this very command (a changed size or setting runs the step again; the
+    step's own resume then reuses what still fits, e.g. attacked sentences)."""
     f = step_file(runs, step)
-    return f.exists() and json.loads(f.read_text()).get("rc") == 0
+    if not f.exists():
+        return False
+    rec = json.loads(f.read_text())
+    return rec.get("rc") == 0 and rec.get("command") == step.shell()
 
 
 def execute(runs: Path, step: Step, log) -> int:
@@ -342,10 +405,10 @@ def task_section(args, runs: Path, task: str, s: dict) -> list[str]:
         p, met = bp
         pct = lambda v: f"{100 * v:.1f}" if isinstance(v, int | float) else "-"  # noqa: E731
         lines.append(f"| {m} | {s['trials']} | {met['trial']} | {pct(met['clean_acc'])} | {pct(met['robust_acc'])} "
-                     f"| {pct(met['harmonic'])} | {', '.join(f'{k}={_fmt(v)}' for k, v in p.items())} |")
+                     f"| {pct(met['harmonic'])} | {', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in p.items())} |")
     names = s["methods"] + s["ablations"]
     rows = collect(runs, task, s["methods"], s["seeds"], s["attack_examples"])
-    rows.update(collect(runs, task, s["ablations"], s["ablation_seeds"], s["attack_examples"]))
+    rows.update(collect(runs, task, s["ablations"], s["ablation_seeds"], s["ablation_attack_examples"]))
     if not rows:
         return lines + ["", f"Stages b-d for {task}: no finished confirmation run yet."]
     cfg = build_config(None, None, base_sets(task, s))
@@ -356,16 +419,19 @@ def task_section(args, runs: Path, task: str, s: dict) -> list[str]:
                          max_length=64, batch_size=32, group_by_length=True, lr="searched", epochs=s["epochs"])
     paired = paired_rows(RunStore(runs / task / "confirm"), ns, [m for m in full if m in s["methods"]], num_test)
     if s["ablations"]:
-        ns_ab = SimpleNamespace(**{**vars(ns), "seeds": ",".join(str(i) for i in range(s["ablation_seeds"]))})
+        # the ablations' sentences are the first ablation_attack_examples of the same seeded order as UEGR's
+        ns_ab = SimpleNamespace(**{**vars(ns), "seeds": ",".join(str(i) for i in range(s["ablation_seeds"])),
+                                   "attack_examples": s["ablation_attack_examples"],
+                                   "pwws_examples": s["ablation_attack_examples"]})
         paired += paired_rows(RunStore(runs / task / "confirm"), ns_ab, ["uegr"] + [m for m in full if m in s["ablations"]],
                               num_test)
     with tempfile.TemporaryDirectory() as tmp:
         write_results(Path(tmp) / "t.md", rows, ns, "", [], 0.0, wall_note=False, paired=paired)
         body = (Path(tmp) / "t.md").read_text().split("## Results", 1)[1].split("## Settings", 1)[0]
-    body = body.replace(" (mean ± std over seeds, %)", "", 1)
+    body = body.replace(" (mean ± std over seeds, %)", "", 1).replace("SST-2 ", f"{task} ")
     claims = claim_lines(paired, RECIPES.split(","))
     return (lines + ["", f"### {task}: confirmation on test (stages b-d; mean ± std over seeds, %)"]
-            + body.strip().splitlines()[1:] + ["", "Differences whose paired interval excludes 0 (the only ones "
+            + [""] + body.strip().splitlines() + ["", "Differences whose paired interval excludes 0 (the only ones "
                                                    "this section claims):", ""] + (claims or ["- none"]))
 
 
@@ -420,12 +486,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plan", action="store_true", help="print the plan (JSON) and run nothing")
     ap.add_argument("--report-only", action="store_true", help="only regenerate the docs section")
     ap.add_argument("--out", default="docs/results.md")
+    ap.add_argument("--estimate", metavar="CALIBRATION_JSON", help="print the time estimate of these sizes from "
+                    "bench/fair_calibrate.py's measurements and run nothing")
     ap.add_argument("--attack-run", help=argparse.SUPPRESS)  # stage c worker: attack one confirmation run
     ap.add_argument("--task", default="sst2", help=argparse.SUPPRESS)
     ap.add_argument("--attack-examples", type=int, default=500, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.attack_run:
         attack_run(args)
+        return 0
+    if args.estimate:
+        print(estimate_table(json.loads(Path(args.estimate).read_text()), args))
         return 0
     if args.plan:
         print(json.dumps([{"stage": s.stage, "step": s.name, "command": s.shell(), "waiting_on": s.waiting_on,
