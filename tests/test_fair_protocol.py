@@ -73,3 +73,11 @@ def test_plan_cli_prints_json_and_marks_nothing_done(tmp_path):
     plan = json.loads(out.stdout)
     assert plan[0]["command"].count("--space") == 1 and "uegr.cli sweep" in plan[0]["command"]
     assert not any(p["done"] for p in plan)
+
+
+def test_report_claims_only_intervals_that_exclude_zero():
+    paired = ["| uegr − vanilla | +1.2 [-0.4, +2.8] | +3.0 [+0.6, +5.4] | -2.0 [-3.9, -0.1] |",
+              "| uegr − roast | - | +0.0 [+0.0, +0.0] | +0.5 [-1.0, +2.0] |"]
+    claims = fp.claim_lines(paired, ["deepwordbug", "textfooler-lite", "pwws"])
+    assert claims == ["- uegr − vanilla, textfooler-lite: +3.0 [+0.6, +5.4] points (UEGR higher)",
+                      "- uegr − vanilla, pwws: -2.0 [-3.9, -0.1] points (UEGR lower)"]
