@@ -57,14 +57,15 @@ FULL = {
                  ablation_attack_examples=0, methods=METHODS, ablations=[]),
 }
 TINY = {
-    "sst2": dict(model="tiny-bert", train_examples=64, epochs=1, trials=2, budget_steps=3, eval_every=2,
+    "sst2": dict(model="tiny-bert", train_examples=64, epochs=1, trials=2, budget_steps=0, eval_every=2,
                  robust_examples=4, robust_budget=20, seeds=2, ablation_seeds=1, attack_examples=3,
                  ablation_attack_examples=2, methods=["vanilla", "uegr"], ablations=["uegr-no-adv", "uegr-no-js"]),
-    "trec": dict(model="tiny-bert", train_examples=64, epochs=1, trials=2, budget_steps=3, eval_every=2,
+    "trec": dict(model="tiny-bert", train_examples=64, epochs=1, trials=2, budget_steps=0, eval_every=2,
                  robust_examples=4, robust_budget=20, seeds=2, ablation_seeds=0, attack_examples=3,
                  ablation_attack_examples=0, methods=["vanilla", "uegr"], ablations=[]),
 }
-GPU = dict(train_examples=0, epochs=3, seeds=3, attack_examples=500)
+# Stage f: the 67,349 training sentences, 3 epochs; one clean + robust dev evaluation per epoch (2105 steps).
+GPU = dict(train_examples=0, epochs=3, seeds=3, attack_examples=500, eval_every=2105)
 
 
 @dataclass
@@ -340,7 +341,8 @@ def run_all(args, log) -> int:
     # Task by task (SST-2 is finished before TREC starts), stage by stage; the plan is rebuilt before each
     # stage because stage b's commands need stage a's best trials.
     for task in [*sizes(args), "report"]:
-        (runs / task).mkdir(parents=True, exist_ok=True) if task != "report" else None  # the studies' storage
+        if task != "report":
+            (runs / task).mkdir(parents=True, exist_ok=True)  # the studies' SQLite files live there
         for stage, phase in [(st, ph) for st in "abcdfg" for ph in ("-train-", "-attack-", "")]:
             # stage d trains its runs before it attacks them
             pending = [s for s in build_plan(args) if s.stage == stage and not is_done(runs, s)
@@ -486,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs-dir", default="runs/fair")
     ap.add_argument("--tasks", default="sst2,trec")
-    ap.add_argument("--tiny", action="store_true", help="dry run: tiny-bert, 2 trials of 3 steps, 3 sentences")
+    ap.add_argument("--tiny", action="store_true", help="dry run: tiny-bert, 64 sentences, 2 trials, 3 attacked sentences")
     ap.add_argument("--gpu", action="store_true", help="add stage f (needs a CUDA machine)")
     ap.add_argument("--jobs", type=int, default=2, help="steps of one stage run side by side (one thread each)")
     ap.add_argument("--seed", type=int, default=0, help="the sampler seed of every study")
