@@ -5,11 +5,12 @@
     python bench/fair_protocol.py --runs-dir runs/fair --report-only         # docs/results.md from results
     UEGR_DATA_DIR=../shared/data python bench/fair_protocol.py --tiny --runs-dir /tmp/fair-tiny  # dry run
 
-Stages (per task; SST-2 first, then TREC at reduced size):
+Stages (per task; SST-2 first, then TREC at reduced size, which is the issue's stage e):
   a  sweep:   one `uegr sweep` study per method, all with the same trials, sampler (TPE), sampler seed and
               per-trial step budget; objective `harmonic` of clean dev accuracy and DeepWordBug accuracy on
               a fixed dev subset (runtime.robust_eval_*, select_on=harmonic). Never the test set.
-  b  confirm: each method's best trial trained at full budget with 3 seeds (`uegr train`, named <method>-s<seed>).
+  b  confirm: each method's best trial at full budget with 3 seeds (`uegr train`, named <method>-s<seed>; seed 0
+              is a copy of the best trial's own run when the trials already train the full budget).
   c  attack:  the same test sentences attacked with DeepWordBug, TextFooler-lite and PWWS
               (bench/reproduce.py's evaluate_and_attack; paired analysis by its paired_rows).
   d  ablate:  UEGR's four ablations at UEGR's chosen setting, trained and attacked the same way.
