@@ -168,7 +168,9 @@ def test_concurrent_starts_and_resumes_one_wins(lab):
             argv = ["train", "--name", "twice", "--resume", "--quiet", "--runs-dir", str(runs),
                     "--set", f"optim.max_steps={STEPS + 4}"]
         logs = [lab["root"] / f"twice-{attempt}-{i}.log" for i in range(2)]
-        pids = [server.spawn(argv, log) for log in logs]
+        # Slow checkpoint writes keep the winner busy for seconds: on an idle machine a 4-step resume could
+        # otherwise finish before the second process even asks for the lock (then it resumes a finished run).
+        pids = [server.spawn(argv, log, hook="slow_checkpoints", arg=1.0) for log in logs]
         rcs = sorted(server.wait(p) for p in pids)
         assert rcs == [0, 2], [log.read_text()[-1500:] for log in logs]
         errors = [line for log in logs for line in log.read_text().splitlines() if "error" in line]

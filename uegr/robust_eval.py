@@ -217,7 +217,8 @@ class RobustEvalCallback(Callback):
                 np.random.seed(self.cfg.data.split_seed)  # character edits draw from numpy too: same draws each time
                 summary = attack_dataset(self.model, self.tokenizer, self.texts, self.labels,
                                          self.r.robust_eval_recipe, n=None, seed=self.cfg.data.split_seed,
-                                         query_budget=budget, progress=progress, label_names=self.label_names)
+                                         query_budget=budget, progress=progress, label_names=self.label_names,
+                                         seed_torch=False)  # the training loop owns the global torch RNG
                 self._done.put((step, summary, None))
             except BaseException as exc:  # noqa: BLE001 - reported on the main thread
                 self._done.put((step, None, exc))

@@ -89,14 +89,16 @@ def clear_attack_cache() -> None:
 
 
 # ---------------------------------------------------------------- one example
-def seed_all(seed: int) -> None:
+def seed_all(seed: int, torch_too: bool = True) -> None:
     """Seed every random source an attack draws from: Python's random, numpy (TextAttack's character
-    edits and word swaps sample with np.random) and torch."""
+    edits and word swaps sample with np.random) and torch. `torch_too=False` from a thread beside training:
+    the global torch RNG draws the trainer's dropout masks, and the eval-mode victim does not need it."""
     import numpy as np
 
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    if torch_too:
+        torch.manual_seed(seed)
 
 
 def _result_type(result) -> str:
@@ -241,7 +243,7 @@ def attack_dataset(model, tokenizer, texts: list[str], labels: list[int], recipe
                    n: int | None = 100, seed: int = 0, query_budget: int | float | None = 2000,
                    max_perturb_fraction: float | None = 0.3, out_dir: str | Path | None = None,
                    progress: Callable[[int, int, float | None], None] | None = None,
-                   label_names: list[str] | None = None, resume: bool = True) -> dict:
+                   label_names: list[str] | None = None, resume: bool = True, seed_torch: bool = True) -> dict:
     """Attack n seed-chosen examples of (texts, labels); returns the summary (see module doc).
 
     Each finished example is appended to out_dir/records.jsonl at once, with its dataset "index".
@@ -286,7 +288,7 @@ def attack_dataset(model, tokenizer, texts: list[str], labels: list[int], recipe
     fh = (out / RECORDS).open("a", encoding="utf-8") if out is not None else None
     try:
         for k, idx in enumerate(todo, start=1):
-            seed_all(seed * 1_000_003 + idx)  # per-example randomness independent of resume order
+            seed_all(seed * 1_000_003 + idx, seed_torch)  # per-example randomness independent of resume order
             t0 = time.perf_counter()
             result = _run_one(attack, texts[idx], int(labels[idx]))
             r = _record(result, int(labels[idx]), time.perf_counter() - t0, label_names, diff=False)
