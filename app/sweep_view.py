@@ -96,14 +96,12 @@ _STORAGES: dict[str, object] = {}  # one engine per storage URL for this app pro
 
 
 def _storage(store: RunStore):
-    import optuna
-
-    from uegr.sweep.study import _quiet_optuna
+    from uegr.sweep.study import _quiet_optuna, open_storage
 
     _quiet_optuna()
     url = resolve_storage(None, store)
-    if url not in _STORAGES:
-        _STORAGES[url] = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+    if url not in _STORAGES:  # the library's opener: it serialises the creation of a new SQLite file
+        _STORAGES[url] = open_storage(url)
     return _STORAGES[url]
 
 

@@ -168,10 +168,23 @@ def open_storage(url: str, heartbeat: int = 30, retry_failed: int | None = None,
 
         return JournalStorage(JournalFileBackend(url[len("journal:"):]))
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
+
+    def connect():
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
                                           grace_period=max(2 * heartbeat, heartbeat + 5),
                                           heartbeat_stale_trial_callback=FailedTrialHandler(retry_failed, store))
+
+    try:
+        if url.startswith("sqlite:///"):
+            # Two processes creating one new SQLite file at once race on Optuna's schema tables (IntegrityError on
+            # alembic_version: seen when the Sweep page read a study its worker was creating). Same host: a lock.
+            from filelock import FileLock
+
+            db = Path(url[len("sqlite:///"):])
+            db.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(db) + ".lock", timeout=120):
+                return connect()
+        return connect()
     except Exception as exc:  # noqa: BLE001 - driver missing, bad URL, unreachable server
         raise SweepError(f"--storage {url}: cannot open it ({type(exc).__name__}: {str(exc)[:160]})") from None
 
