@@ -8,26 +8,17 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from pagetools import SHOTS, browser_or_skip, chromium, serve_home, set_text, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from pagetools import browser_or_skip  # noqa: E402
-
-from app import serve  # noqa: E402
-from uegr.runs import RunStore  # noqa: E402
+from uegr.runs import RunStore
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 sync_api = browser_or_skip()
 
 PAGES = ["home", "train", "live", "runs"]
-SHOTS = ROOT / "docs" / "screenshots"
 POINTS_JS = """() => Math.max(0, ...Array.from(document.querySelectorAll('.js-plotly-plot'))
     .map(el => (el._fullData || []).reduce((n, t) => Math.max(n, (t.x || []).length || 0), 0)))"""
 
@@ -45,36 +36,17 @@ JS_PANEL = """() => {
 }"""
 
 
-def _set(box, value: str) -> None:
-    box.fill(value)
-    box.press("Enter")
-    time.sleep(0.8)
-
-
-def _wait(pred, timeout: float, what: str, poll: float = 0.5):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("uegr_browser")
-    proc, url = serve.start(home, log=home / "streamlit.log")
-    yield url, RunStore(home)
-    for run in RunStore(home).list():  # never leave a training process behind
-        run.request_stop()
-    serve.stop(proc)
+    store = RunStore(tmp_path_factory.mktemp("uegr_browser"))
+    for url in serve_home(store.root, lambda: [run.request_stop() for run in store.list()]):  # no run left behind
+        yield url, store
 
 
 def test_train_live_stop_and_screenshots(server):
     url, store = server
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=serve.CHROMIUM, args=serve.CHROMIUM_ARGS)
+        browser = chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
             page.set_viewport_size({"width": 1400, "height": 900})  # a laptop screen: the demo needs no scrolling
@@ -91,44 +63,44 @@ def test_train_live_stop_and_screenshots(server):
             knob = page.get_by_role("spinbutton", name="Sub-models (K)")
             assert knob.is_visible()
             page.get_by_text("Vanilla", exact=True).click()
-            _wait(lambda: knob.count() == 0, 20, "UEGR's knobs to go away for vanilla")
+            wait_for(lambda: knob.count() == 0, 20, "UEGR's knobs to go away for vanilla")
             assert page.get_by_text("no knobs of its own").is_visible()
             page.get_by_text("UEGR", exact=True).first.click()
             knob.wait_for(timeout=20_000)
             # Two invalid fields are reported together, each by name.
             page.get_by_role("tab", name="Optimisation").click()
-            _set(page.get_by_role("spinbutton", name="Learning rate"), "0")
+            set_text(page.get_by_role("spinbutton", name="Learning rate"), "0")
             page.get_by_role("tab", name="Data").click()
-            _set(page.get_by_role("spinbutton", name="Max length (tokens)"), "2")
+            set_text(page.get_by_role("spinbutton", name="Max length (tokens)"), "2")
             page.get_by_text("2 fields to fix").wait_for(timeout=20_000)
             for field in ("optim.lr", "data.max_length"):
                 assert page.locator("[data-testid='stAlertContentError']").filter(has_text=field).count() >= 2
-            _set(page.get_by_role("spinbutton", name="Max length (tokens)"), "32")
+            set_text(page.get_by_role("spinbutton", name="Max length (tokens)"), "32")
             page.get_by_role("tab", name="Optimisation").click()
-            _set(page.get_by_role("spinbutton", name="Learning rate"), "0.001")
+            set_text(page.get_by_role("spinbutton", name="Learning rate"), "0.001")
             page.get_by_text("fields to fix").wait_for(state="detached", timeout=20_000)
 
             name_box = page.get_by_role("textbox", name="Run name (optional)")
             name_box.fill("browser-tiny")
             name_box.press("Enter")
-            _set(page.get_by_role("spinbutton", name="Max steps (0 = use epochs)"), "400")  # stop it half-way
+            set_text(page.get_by_role("spinbutton", name="Max steps (0 = use epochs)"), "400")  # stop it half-way
             time.sleep(1.5)
             page.get_by_role("button", name="Start training").click()
             page.wait_for_url("**/live**", timeout=30_000)
             run = store.get("browser-tiny")
             assert run.config().optim.max_steps == 400 and run.config().model.name == "tiny-bert"
 
-            first = _wait(lambda: page.evaluate(POINTS_JS), 180, "the first chart points")
-            more = _wait(lambda: (n := page.evaluate(POINTS_JS)) > first and n, 120, "the chart to gain points")
+            first = wait_for(lambda: page.evaluate(POINTS_JS), 180, "the first chart points")
+            more = wait_for(lambda: (n := page.evaluate(POINTS_JS)) > first and n, 120, "the chart to gain points")
             assert more > first
             # JS has a panel of its own, on a log axis fitted to it (not a flat line at 0 under the CE).
-            js = _wait(lambda: page.evaluate(JS_PANEL), 60, "the divergence panel")
+            js = wait_for(lambda: page.evaluate(JS_PANEL), 60, "the divergence panel")
             assert js["type"] == "log" and js["lo"] <= math.log10(js["min"]) and math.log10(js["max"]) <= js["hi"]
             assert js["hi"] < 0 and js["hi"] - js["lo"] < 4, js  # a range of JS values, not of cross-entropy
             assert js["loss_names"] and "JS" not in js["loss_names"]
 
             page.get_by_role("button", name="Stop").first.click()
-            _wait(lambda: run.status()["state"] == "stopped", 120, "the run to stop")
+            wait_for(lambda: run.status()["state"] == "stopped", 120, "the run to stop")
             page.get_by_text("stopped").first.wait_for(timeout=15_000)
 
             if os.environ.get("UEGR_SCREENSHOTS") == "1":

@@ -15,19 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from pagetools import browser_or_skip  # noqa: E402
-
-from app import serve  # noqa: E402
+from pagetools import ROOT, SHOTS, browser_or_skip, chromium, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 sync_api = browser_or_skip()
 
-SHOTS = ROOT / "docs" / "screenshots"
 SENTENCE = "A gripping, beautifully acted film that never loses its nerve."
 
 
@@ -111,7 +103,7 @@ def test_attack_two_models_diff_and_attributions(server):
     url = server
     shots = os.environ.get("UEGR_SCREENSHOTS") == "1"
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=serve.CHROMIUM, args=serve.CHROMIUM_ARGS)
+        browser = chromium(p)
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
         try:
             page.goto(url + "/attack?recipe=deepwordbug")  # the fastest recipe to build on tiny models

@@ -10,23 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from pagetools import browser_or_skip  # noqa: E402
-
-from app import serve  # noqa: E402
+from pagetools import SHOTS, browser_or_skip, chromium, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 sync_api = browser_or_skip()
-SHOTS = ROOT / "docs" / "screenshots"
 WAIT = 900 if os.environ.get("UEGR_LEARN_MODEL", "tiny-bert") != "tiny-bert" else 120  # seconds; MiniLM is slower
 # Points on the chart(s) whose title contains `title` (while Streamlit swaps a chart, old and new coexist).
 POINTS_JS = """(title) => { const ds = Array.from(document.querySelectorAll('.js-plotly-plot')).filter(
@@ -49,7 +39,7 @@ def server(tmp_path_factory):
 def test_play_five_steps_gains_five_points(server):
     shots = os.environ.get("UEGR_SCREENSHOTS") == "1"
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=serve.CHROMIUM, args=serve.CHROMIUM_ARGS)
+        browser = chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
             page.goto(server + "/learn")

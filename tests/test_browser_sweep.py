@@ -7,25 +7,16 @@ background job, opens a trial in Live. With UEGR_SCREENSHOTS=1 saves docs/screen
 from __future__ import annotations
 
 import os
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from pagetools import SHOTS, browser_or_skip, chromium, serve_home, set_text, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from pagetools import browser_or_skip  # noqa: E402
-
-from app import serve  # noqa: E402
-from uegr import jobs  # noqa: E402
-from uegr.runs import RunStore  # noqa: E402
+from uegr import jobs
+from uegr.runs import RunStore
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 sync_api = browser_or_skip()
-SHOTS = ROOT / "docs" / "screenshots"
 # Points of the optimization history (Optuna's figure: its first trace holds one point per trial).
 HISTORY_JS = """() => {
     const el = Array.from(document.querySelectorAll('.js-plotly-plot'))
@@ -35,48 +26,29 @@ HISTORY_JS = """() => {
 }"""
 
 
-def _wait(pred, timeout: float, what: str, poll: float = 0.5):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def _set(box, value: str) -> None:
-    box.fill(value)
-    box.press("Enter")
-    time.sleep(0.8)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("uegr_browser_sweep")
-    proc, url = serve.start(home, log=home / "streamlit.log")
-    yield url, RunStore(home)
-    for job in jobs.active(RunStore(home)):  # never leave a sweep behind
-        job.request_stop(force=True)
-    serve.stop(proc)
+    store = RunStore(tmp_path_factory.mktemp("uegr_browser_sweep"))
+    for url in serve_home(store.root, lambda: [job.request_stop(force=True) for job in jobs.active(store)]):
+        yield url, store  # no sweep is left behind
 
 
 def test_sweep_page_runs_a_tiny_study_and_opens_a_trial_in_live(server):
     url, store = server
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=serve.CHROMIUM, args=serve.CHROMIUM_ARGS)
+        browser = chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
             page.goto(url + "/sweep?preset=tiny")
             start = page.get_by_role("button", name="Start sweep")
             start.wait_for(timeout=180_000)  # the first load imports torch, optuna and plotly
             name = page.get_by_role("textbox", name="Study name")
-            _set(name, "browser-sweep")
-            _set(page.get_by_role("spinbutton", name="Trials"), "3")
+            set_text(name, "browser-sweep")
+            set_text(page.get_by_role("spinbutton", name="Trials"), "3")
             start.click()
-            job = _wait(lambda: jobs.latest(store, "sweep", study="browser-sweep"), 30, "the sweep job")
-            first = _wait(lambda: page.evaluate(HISTORY_JS), 240, "the first point of the history")
-            more = _wait(lambda: (n := page.evaluate(HISTORY_JS)) > first and n, 240, "the history to gain points")
+            job = wait_for(lambda: jobs.latest(store, "sweep", study="browser-sweep"), 30, "the sweep job")
+            first = wait_for(lambda: page.evaluate(HISTORY_JS), 240, "the first point of the history")
+            more = wait_for(lambda: (n := page.evaluate(HISTORY_JS)) > first and n, 240, "the history to gain points")
             assert more > first
             assert job.wait(240)["state"] == "completed", job.log_tail(30)
             page.get_by_text("completed").first.wait_for(timeout=30_000)

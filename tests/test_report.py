@@ -87,11 +87,9 @@ def test_report_rejects_bad_input(home, capsys):
 
 @pytest.mark.browser
 def test_report_renders_offline_in_chromium(home, report):
-    from pagetools import browser_or_skip
+    from pagetools import browser_or_skip, chromium
 
     sync_api = browser_or_skip()
-    from app import serve
-
     exp = _expected(home)
     blocked: list[str] = []
 
@@ -103,7 +101,7 @@ def test_report_renders_offline_in_chromium(home, report):
             route.abort()
 
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=serve.CHROMIUM, args=serve.CHROMIUM_ARGS)
+        browser = chromium(p)
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
