@@ -104,8 +104,7 @@ def calibration(timings: list[dict | None]) -> float | None:
 
 
 # ------------------------------------------------------------------------------------- jobs
-def build_command(run: Run, kind: str, settings: dict, other: str | None = None,
-                  runs_dir: str | Path | None = None) -> list[str]:
+def build_command(run: Run, kind: str, settings: dict, other: str | None = None) -> list[str]:
     """The `uegr landscape ...` argument list of a probe (progress and stop go through uegr/jobs.py)."""
     _check_kind(kind)
     root = run.path.parent  # the run is named; its own runs folder finds it
@@ -132,7 +131,7 @@ def launch_probe(run: Run, kind: str, settings: dict, other: str | None = None,
         raise RuntimeError(f"a {kind} probe of {run.name!r} is already running (job {job.id})")
     if kind == "interp" and other and Path(str(other)).name == run.name:
         raise ValueError(f"interpolating {run.name!r} with itself gives a flat line; choose another run")
-    cmd = build_command(run, kind, settings, other, store.root)
+    cmd = build_command(run, kind, settings, other)
     if estimated_s is None:
         estimated_s = estimate(run, kind, settings)["total_s"]
     jobs.start(cmd, store, "landscape", {"run": run.name, "probe": kind, "settings": dict(settings), "other": other,

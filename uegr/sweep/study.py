@@ -348,13 +348,12 @@ class TrialReporter(Callback):
         control.should_stop |= self.pruned_at is not None
 
     def on_robust_eval(self, state, control, rec: dict) -> None:
-        from ..robust_eval import harmonic
+        from ..robust_eval import selection_score
 
-        if self.objective == "robust_acc":
-            self._report(rec["robust_acc"], rec["step"])
-        elif self.objective == "harmonic":
-            self._report(harmonic(self._clean.get(rec["step"], rec["clean_acc"]), rec["robust_acc"],
-                                  rec.get("chance")), rec["step"])
+        if self.objective in ("robust_acc", "harmonic"):  # the same chance floor as the trial's final value
+            clean = self._clean.get(rec["step"], rec["clean_acc"])
+            self._report(selection_score(SELECT_FOR[self.objective], clean, rec["robust_acc"], rec.get("chance")),
+                         rec["step"])
         control.should_stop |= self.pruned_at is not None
 
 
