@@ -172,11 +172,17 @@ def test_cli_attacks_classifier_folder_with_file(victim, sentences, tmp_path, ca
     data.write_text("".join(json.dumps({"sentence": t, "y": y}) + "\n" for t, y in zip(texts[:3], labels)))
     argv = ["attack", str(folder), "--file", str(data), "--text-column", "sentence", "--label-column", "y",
             "-n", "3", "--query-budget", "100", "--json"]
-    assert _cli(argv) == 0
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    assert _cli(argv + ["--runs-dir", str(tmp_path / "runs")]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["successful"] + summary["failed"] + summary["skipped"] == 3
-    assert (folder / "analyses" / "attack-deepwordbug-file-few.json").is_file()
-    assert len(read_records(folder / "analyses" / "attack-deepwordbug-file-few")) == 3
+    assert _cli(argv + ["--runs-dir", str(tmp_path / "runs")]) == 0  # resumes from its saved records
+    assert json.loads(capsys.readouterr().out)["resumed"] == 3
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before  # the user's folder is untouched
+    [out] = (tmp_path / "runs" / "_external").iterdir()
+    assert (out / "analyses" / "attack-deepwordbug-file-few.json").is_file()
+    assert len(read_records(out / "analyses" / "attack-deepwordbug-file-few")) == 3
+    assert (out / "source.txt").read_text().strip() == str(folder.resolve())
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
     assert _cli(["attack", str(folder), "--file", str(bad)]) == 2

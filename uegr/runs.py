@@ -25,6 +25,7 @@
                              records in attack-<recipe>-<split>/; analyses/history/<name>/<time>-<id>.json
                              keeps every result
       _uploads/<sha256>/<file>  files uploaded in the app, content-addressed and read-only
+      _external/<folder>-<hash>/analyses/  `uegr attack` results on a classifier folder that is not a run
       _jobs/<id>/            one background job (uegr/jobs.py: training, attack, probe, sweep), any run:
         job.json             argv, kind, labels (run, recipe, study...), pid + its start tick, host, started
         log.txt              the job's stdout/stderr (a training job writes its run's log.txt instead)
@@ -797,12 +798,26 @@ class RunStore:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
+    def external_analyses_dir(self, model_dir: Path) -> Path:
+        """runs/_external/<folder>-<hash>/analyses/: results of analyses on a classifier folder that is not a run.
+        They never go into that folder (it is the user's; it may be read-only or shared)."""
+        import hashlib
+
+        resolved = Path(model_dir).expanduser().resolve()
+        tag = hashlib.sha256(str(resolved).encode()).hexdigest()[:10]
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in resolved.name)[:60] or "model"
+        d = self.root / EXTERNAL / f"{stem}-{tag}" / "analyses"
+        d.mkdir(parents=True, exist_ok=True)
+        (d.parent / "source.txt").write_text(str(resolved) + "\n", encoding="utf-8")
+        return d
+
     def sweep_space_path(self, study: str) -> Path:
         """The search space the Sweep page saved for a study (runs/sweeps/<study>/space.yaml)."""
         return self.sweep_dir(check_name(study)) / "space.yaml"
 
 # ---------------------------------------------------------------- background jobs (uegr/jobs.py)
 JOBS = "_jobs"
+EXTERNAL = "_external"
 
 
 @dataclass

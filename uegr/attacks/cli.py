@@ -28,7 +28,8 @@ def add_attack_parser(subparsers) -> argparse.ArgumentParser:
         "attack", help="adversarial attacks (TextAttack recipes that run offline) on a trained run",
         description="Attack N fixed, seed-chosen examples of a run's data split (or of a labelled file) and "
                     "report clean accuracy, accuracy under attack, attack success rate, perturbed-word %% and "
-                    "queries (TextAttack's definitions). Results are saved in the run's analyses folder; "
+                    "queries (TextAttack's definitions). Results are saved in the run's analyses folder (for a "
+                    "classifier folder that is not a run: <runs>/_external/, never inside that folder); "
                     "rerunning the same command resumes an interrupted attack.")
     p.add_argument("run", nargs="?", metavar="RUN",
                    help="run name or run folder, or a Hugging Face classifier folder (then use --file)")
@@ -140,7 +141,7 @@ def _attack(args) -> int:
     from ..config import DataConfig
     from ..data import load_dataset, read_records, records_to_split
     from ..models import load_checkpoint
-    from ..runs import RunStore
+    from ..runs import RunStore, atomic_write_bytes
 
     run = None
     path = Path(args.run).expanduser()
@@ -181,7 +182,7 @@ def _attack(args) -> int:
                           f"{model.config.num_labels} classes")
 
     name = f"attack-{args.recipe}-{split_name}"
-    out_dir = (run.analyses_dir if run is not None else model_dir / "analyses") / name
+    out_dir = (run.analyses_dir if run is not None else RunStore(args.runs_dir).external_analyses_dir(model_dir)) / name
     n = args.num_examples or len(split)
     if n > MAX_EXAMPLES:
         raise AttackError(f"{len(split)} examples in {split_name}: give --num-examples at most {MAX_EXAMPLES}")
@@ -206,7 +207,7 @@ def _attack(args) -> int:
         saved = run.write_analysis(name, summary)
     else:
         saved = out_dir.parent / f"{name}.json"
-        saved.write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        atomic_write_bytes(saved, json.dumps(summary, indent=1).encode("utf-8"))
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
