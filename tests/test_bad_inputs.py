@@ -198,6 +198,7 @@ def _argv(template: str, corpus) -> list[str]:
 def test_bad_input_is_a_one_line_error(corpus, capsys, case, argv, needle):
     from uegr.cli import main
 
+    folders = sorted(p.name for p in corpus["runs"].iterdir())
     try:
         rc = main(_argv(argv, corpus))
     except SystemExit as exc:  # argparse refuses unknown choices itself, with exit code 2
@@ -208,6 +209,8 @@ def test_bad_input_is_a_one_line_error(corpus, capsys, case, argv, needle):
     assert rc == 2, f"{case}: exit code {rc}, stderr {err[-500:]!r}"
     assert lines, f"{case}: no message"
     assert "error" in lines[-1].lower() and needle.lower() in lines[-1].lower(), lines[-1]
+    # refused before anything is written: a bad data file or an unknown model makes no run folder
+    assert sorted(p.name for p in corpus["runs"].iterdir()) == folders, case
 
 
 def test_the_corpus_changed_nothing_a_user_wrote(corpus):

@@ -86,26 +86,30 @@ def cmd_train(args) -> int:
     if _secondary_rank() and args.name:  # data-parallel rank > 0: rank 0 creates the run and writes for all
         return _train(args, _wait_for_run(store, args.name), cfg, resume=False)
     if not args.name:
+        loaded = _load_inputs(cfg)
         run = store.create(cfg, None)
         with run.lock():
-            return _train(args, run, cfg, resume=False)
+            return _train(args, run, cfg, resume=False, loaded=loaded)
     with store.lock(args.name):  # taken before the folder exists: two starts of one name cannot both train
         try:
             run = store.get(args.name)
         except RunError:
             run = None
         if run is None:
-            run = store.create(cfg, args.name)
+            pass  # created below, once its data and model have loaded
         elif run.raw_status().get("state") == "queued" and not run.has_checkpoint() or _stopped_while_queued(run):
             pass  # created (queued) by the app, started here
         else:
             raise RunError(f"a run named {args.name!r} already exists in {store.root} "
                            f"({run.status().get('state')}); choose another name, or continue it with "
                            f"`uegr train --name {args.name} --resume`")
-        if run.stop_requested():  # `uegr stop` (or the app's Stop) while it was queued
+        if run is not None and run.stop_requested():  # `uegr stop` (or the app's Stop) while queued
             return _stopped_before_start(args, run)
+        loaded = _load_inputs(cfg) if run is None else None
+        if run is None:
+            run = store.create(cfg, args.name)
         run.write_config(cfg)
-        return _train(args, run, cfg, resume=False)
+        return _train(args, run, cfg, resume=False, loaded=loaded)
 
 
 def _secondary_rank() -> bool:
@@ -164,20 +168,35 @@ def _resume(args, run) -> int:
     return _fit(args, run, trainer)
 
 
-def _make_trainer(args, run, cfg, resume: bool):
+def _make_trainer(args, run, cfg, resume: bool, loaded: tuple | None = None):
     from .trainer import RunRecorder, Trainer
 
+    dataset, model = loaded or (None, None)
     return Trainer(cfg, run=run, callbacks=[RunRecorder(run), ProgressPrinter(args.json or args.quiet, job=True)],
-                   resume=resume)
+                   resume=resume, dataset=dataset, model=model)
 
 
-def _train(args, run, cfg, resume: bool) -> int:
+def _load_inputs(cfg) -> tuple:
+    """(dataset, (model, tokenizer)) of a new run, loaded before its folder is made: a bad data file or an
+    unknown model is refused with nothing written. Both loads use their own seeded generators, so training
+    is the same as when the Trainer loads them."""
+    from .data import load_dataset
+    from .models import load_model
+    from .trainer import attn_implementation_for
+
+    dataset = load_dataset(cfg.data)
+    model = load_model(cfg.model, dataset.num_labels, dataset.label_names, attn_implementation_for(cfg),
+                       seed=cfg.optim.seed)
+    return dataset, model
+
+
+def _train(args, run, cfg, resume: bool, loaded: tuple | None = None) -> int:
     import socket
 
     if not _secondary_rank():
         run.set_status(pid=os.getpid(), host=socket.gethostname())  # a kill during setup is then seen as such
     try:
-        trainer = _make_trainer(args, run, cfg, resume)
+        trainer = _make_trainer(args, run, cfg, resume, loaded)
     except Exception as exc:  # noqa: BLE001 - setup errors (data, model) of a new run are recorded in it
         run.set_status(state="failed", error=f"{type(exc).__name__}: {exc}", ended=time.time())
         raise
