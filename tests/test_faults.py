@@ -401,3 +401,18 @@ def test_metrics_reader_starts_over_when_a_resume_rewrites_the_file(tmp_path):
     assert list(series.cols[("train", "loss")][0]) == [1, 2, 3]  # no step twice on the live chart
     moved = (tmp_path / "metrics.discarded.jsonl").read_text().splitlines()
     assert json.loads(moved[0])["kind"] == "discarded" and moved[-1] == '{"kind": "train", "st'
+
+
+def test_abandoned_creation_folders_are_cleaned_after_an_hour(store):
+    from uegr.config import Config
+
+    store.root.mkdir(parents=True, exist_ok=True)
+    old, fresh = store.root / ".creating-a-0000dead", store.root / ".creating-b-0000beef"
+    for p in (old, fresh):
+        p.mkdir()
+        (p / "config.json").write_text("{}")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    store.create(Config(), "c")
+    assert not old.exists() and fresh.is_dir()  # a creation in progress elsewhere is left alone
+    names = [r.name for r in store.list()]
+    assert "c" in names and not any(n.startswith(".") for n in names)

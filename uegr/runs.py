@@ -3,7 +3,8 @@
     runs/
       .locks/<name>.lock     flock held by the one process that trains <name>, for that process's whole
                              life (the kernel drops it when the process dies, even on kill -9: no stale lock)
-      .creating-<name>-*/    a run being created: it appears under <name> only complete (atomic rename)
+      .creating-<name>-*/    a run being created: it appears under <name> only complete (atomic rename);
+                             one left by a killed creator is removed by the next create after an hour
       <name>/                a run name is a name (letters, digits, '-', '_', '.'), never a path
         config.json          the full Config (temp file, fsync, atomic rename)
         status.json          state, pid, host, heartbeat, step, error (read-modify-write under
@@ -736,6 +737,7 @@ class RunStore:
         if path.exists() or path.is_symlink():
             raise RunError(f"a run named {name!r} already exists in {self.root}; choose another name "
                            "or use --resume") from None
+        self._clean_abandoned_creations()
         tmp = self.root / f".creating-{name}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
@@ -752,6 +754,16 @@ class RunStore:
             raise
         _fsync_dir(self.root)
         return Run(path)
+
+    def _clean_abandoned_creations(self, older_than: float = 3600.0) -> None:
+        """Remove .creating-* folders left by a creator killed mid-creation. They hold only a copy of the
+        config and a queued status (never training output), and a creation takes milliseconds, so one older
+        than an hour is abandoned."""
+        cutoff = time.time() - older_than
+        for p in self.root.glob(".creating-*"):
+            with contextlib.suppress(OSError):
+                if p.is_dir() and not p.is_symlink() and p.stat().st_mtime < cutoff:
+                    shutil.rmtree(p)
 
     def lock(self, name: str, timeout: float = 0.5):
         """The lock of run `name`, which need not exist yet (taken before creating it)."""
