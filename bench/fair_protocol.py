@@ -117,8 +117,10 @@ def sweep_argv(runs: Path, task: str, method: str, s: dict, seed: int) -> list[s
     argv = [sys.executable, "-m", "uegr.cli", "sweep", "--study", study_name(task, method), "--storage",
             storage(runs, task, method), "--runs-dir", str(runs / task / "sweeps"), "--space", str(SPACES / f"{method}.yaml"),
             "--objective", "harmonic", "--trials", str(s["trials"]), "--sampler", "tpe", "--seed", str(seed),
-            "--budget-steps", str(s["budget_steps"]), "--pruner", "none", "--retry-failed", "2", "--quiet"]
-    # no pruner: each trial reports once, at its end, so pruning could only discard finished trials
+            "--budget-steps", str(s["budget_steps"]), "--pruner", "none", "--retry-failed", "2", "--quiet",
+            "--enqueue-base"]
+    # no pruner: each trial reports once, at its end, so pruning could only discard finished trials.
+    # --enqueue-base: every method's trial 0 is its own defaults, so no method ends below its default setting.
     for o in base_sets(task, s) + [f"method.name={method}"]:
         argv += ["--set", o]
     return argv

@@ -184,3 +184,23 @@ def test_a_journal_file_storage_works_too(runs_dir, tmp_path, capsys, storage):
                  "--json", "--quiet", "--space", _space(tmp_path), *TINY]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["trials_done"] == 1 and out["storage"] == f"journal:{path}" and path.stat().st_size > 0
+
+
+def test_enqueue_base_runs_the_base_setting_first_and_refuses_a_base_outside_the_space(runs_dir, tmp_path, capsys):
+    space = _space(tmp_path, "optim.lr: {low: 1.0e-4, high: 3.0e-3, log: true}\nmethod.keep_ratio: {low: 0.1, high: 1.0}\n")
+    base = [*TINY, "--set", "optim.lr=0.0007", "--set", "method.keep_ratio=0.45"]
+    args = ["sweep", "--study", "eb", "--trials", "2", "--space", space, "--seed", "3", "--objective", "clean_acc",
+            "--pruner", "none", "--enqueue-base", "--quiet", *base]
+    assert main(args) == 0
+    capsys.readouterr()
+    trials = sorted(_load(runs_dir, "eb").trials, key=lambda t: t.number)
+    assert trials[0].params == {"optim.lr": 0.0007, "method.keep_ratio": 0.45} and trials[0].user_attrs["base"]
+    assert trials[1].params != trials[0].params and "base" not in trials[1].user_attrs
+    run0 = RunStore(runs_dir).get(trials[0].user_attrs["run"]).config()
+    assert (run0.optim.lr, run0.method.keep_ratio) == (0.0007, 0.45)
+    outside = ["sweep", "--study", "eb-out", "--trials", "2", "--space", space, "--enqueue-base", *TINY,
+               "--set", "optim.lr=0.01"]
+    assert main(outside) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr=0.01" in err and "--enqueue-base" in err and len(err.strip().splitlines()) == 1
+    assert "eb-out" not in optuna.get_all_study_names(f"sqlite:///{runs_dir}/sweeps/optuna.db")

@@ -58,6 +58,9 @@ def add_sweep_parser(sub) -> None:
     s.add_argument("--pruner", choices=PRUNERS, default="auto",
                    help="auto = median for one objective, none for several")
     s.add_argument("--seed", type=int, help="sampler seed")
+    s.add_argument("--enqueue-base", action="store_true",
+                   help="new study: trial 0 runs the base config's own values of the space's fields (so the "
+                        "best trial is never worse on the objective than the setting the search starts from)")
     s.add_argument("--workers", type=int, default=1, help="worker processes to start on this machine")
     s.add_argument("--retry-failed", type=int, nargs="?", const=2, default=None, metavar="N",
                    help="re-enqueue a trial whose worker died, at most N times (default 2)")
@@ -83,7 +86,7 @@ def _spec_from_args(args, store: RunStore):
     objectives = [o.strip() for o in args.objective.split(",") if o.strip()]
     return make_spec(base, {"preset": args.preset, "config": args.config, "set": list(args.set)}, space,
                      objectives, args.trials if args.trials is not None else 16, args.budget_steps, args.sampler,
-                     args.pruner, args.seed)
+                     args.pruner, args.seed, args.enqueue_base)
 
 
 def cmd_sweep(args) -> int:

@@ -66,6 +66,7 @@ class StudySpec:
     pruner: str = "auto"
     seed: int | None = None
     forced: dict = field(default_factory=dict)  # settings the sweep adds to every trial (select_on, ...)
+    enqueue_base: bool = False  # trial 0 of a new study = the base config's own values of the space's fields
 
     def trial_config(self, params: dict, with_budget: bool = True) -> C.Config:
         cfg = C.Config.from_dict(self.base_config)
@@ -109,7 +110,8 @@ def check_objectives(names: list[str]) -> list[str]:
 
 
 def make_spec(base: C.Config, base_args: dict, space: dict, objectives: list[str], trials: int,
-              budget_steps: int = 0, sampler: str = "tpe", pruner: str = "auto", seed: int | None = None) -> StudySpec:
+              budget_steps: int = 0, sampler: str = "tpe", pruner: str = "auto", seed: int | None = None,
+              enqueue_base: bool = False) -> StudySpec:
     check_objectives(objectives)
     if trials < 1:
         raise SweepError(f"--trials {trials}: at least 1")
@@ -134,13 +136,34 @@ def make_spec(base: C.Config, base_args: dict, space: dict, objectives: list[str
                              "runtime.robust_eval_every (steps) with --set")
         forced["runtime.robust_eval_every"] = base.runtime.eval_every
     spec = StudySpec(base.to_dict(), base_args, space, objectives, trials, budget_steps, sampler, pruner, seed,
-                     forced)
+                     forced, enqueue_base)
     overlap = set(space) & set(forced)
     if overlap:
         raise SpaceError(f"search space: {', '.join(sorted(overlap))} is set by the sweep for its objectives; "
                          "remove it from the space")
     spec.trial_config({})  # the base itself must be a valid trial
+    if enqueue_base:
+        base_params(spec)  # refused now, before a study exists, if the base lies outside the space
     return spec
+
+
+def base_params(spec: StudySpec) -> dict[str, Any]:
+    """The base config's own value of each field of the space (the first trial with --enqueue-base)."""
+    cfg = spec.trial_config({})
+    params = {}
+    for name, dist in spec.space.items():
+        section, key = name.split(".", 1)
+        part = getattr(cfg, section)
+        resolved = getattr(part, f"resolved_{key}", None)  # e.g. adv_eps 0 = "the norm's default" = 0.1
+        value = resolved() if callable(resolved) else getattr(part, key)
+        inside = value in dist["choices"] if "choices" in dist else dist["low"] <= value <= dist["high"]
+        if not inside:
+            allowed = dist["choices"] if "choices" in dist else f"[{dist['low']}, {dist['high']}]"
+            raise SpaceError(f"--enqueue-base: the base config's {name}={value!r} is outside the space's "
+                             f"{allowed}; widen the space, change the base with --set {name}=..., or drop "
+                             "--enqueue-base")
+        params[name] = value
+    return params
 
 
 # ------------------------------------------------------------------------------------------ storage
@@ -313,6 +336,8 @@ def create_or_load(study_name: str, url: str, spec: StudySpec | None, store: Run
                                 pruner=pruner if pruner is not None else _pruner(spec))
     if ATTR not in study.user_attrs:
         study.set_user_attr(ATTR, asdict(spec))
+        if existing is None and spec.enqueue_base:
+            study.enqueue_trial(base_params(spec), user_attrs={"base": True})
     return study, spec
 
 
