@@ -16,7 +16,7 @@ from uegr import config as C
 from uegr import jobs
 from uegr.runs import RunStore
 from uegr.sweep.space import DEFAULT_SPACES, parse_space
-from uegr.sweep.study import PRUNERS, SweepError, check_objectives, resolve_storage
+from uegr.sweep.study import PRUNERS, SweepError, check_objectives, make_spec, resolve_storage
 
 METHODS = tuple(DEFAULT_SPACES)
 STUDY_ATTR = "uegr"
@@ -48,8 +48,9 @@ def base_config(preset: str, method: str) -> C.Config:
 
 def new_study_argv(store: RunStore, study: str, preset: str, method: str, space: dict, objectives: list[str],
                    trials: int, workers: int = 1, budget_steps: int = 0, pruner: str = "auto",
-                   extra_sets: list[str] | None = None) -> list[str]:
-    """Validate everything, save the space as YAML next to the study, return the `uegr sweep` argv."""
+                   extra_sets: list[str] | None = None, enqueue_base: bool = False) -> list[str]:
+    """Validate everything, save the space as YAML next to the study, return the `uegr sweep` argv.
+    enqueue_base: trial 0 runs the preset's own values of the space's knobs."""
     check_objectives(objectives)
     if pruner not in PRUNERS:
         raise SweepError(f"pruner {pruner!r}: use one of {', '.join(PRUNERS)}")
@@ -58,8 +59,10 @@ def new_study_argv(store: RunStore, study: str, preset: str, method: str, space:
     if not 1 <= int(workers) <= 16:
         raise SweepError(f"workers {workers}: 1 to 16")
     sets = [f"method.name={method}", *(extra_sets or [])]
-    C.build_config(preset, None, sets)  # a bad --set fails here, before anything is written
-    check_space(space, preset, method)
+    base = C.build_config(preset, None, sets)  # a bad --set fails here, before anything is written
+    parsed = check_space(space, preset, method)
+    if enqueue_base:  # the preset's values must lie inside the edited ranges (SpaceError names the knob)
+        make_spec(base, {}, parsed, objectives, int(trials), enqueue_base=True)
     path = store.sweep_space_path(study)
     import yaml
 
@@ -71,6 +74,8 @@ def new_study_argv(store: RunStore, study: str, preset: str, method: str, space:
         argv += ["--set", s]
     if budget_steps:
         argv += ["--budget-steps", str(int(budget_steps))]
+    if enqueue_base:
+        argv.append("--enqueue-base")
     return argv
 
 

@@ -42,8 +42,13 @@ with st.expander("New study", expanded=not sv.study_names(store)):
                                 help="Workers share the study; on 2 CPU cores more than 2 rarely helps.")
     budget = c[3].number_input("Steps per trial (0 = the preset's)", 0, 1_000_000, 0, key="sw_budget",
                                help="Caps each trial; Promote re-runs a trial at the full budget.")
-    pruner = st.selectbox("Pruner", PRUNERS, key="sw_pruner",
-                          help="auto = median for one objective, none for several (Optuna cannot prune those).")
+    c = st.columns(2)
+    pruner = c[0].selectbox("Pruner", PRUNERS, key="sw_pruner",
+                            help="auto = median for one objective, none for several (Optuna cannot prune those).")
+    enqueue_base = c[1].checkbox("Trial 0 = the preset's own setting", value=False, key="sw_enqueue_base",
+                                 help="The first trial runs the preset's values of the ticked knobs, so the best "
+                                      "trial is never worse than the setting you start from (uegr sweep "
+                                      "--enqueue-base).")
 
     st.markdown(f"**Search space** — the knobs of `{method}`, around its defaults (`uegr sweep` default space). "
                 "Untick a knob to keep the preset's value.")
@@ -82,7 +87,7 @@ with st.expander("New study", expanded=not sv.study_names(store)):
     if st.button("Start sweep", type="primary", icon=":material/play_arrow:", key="sw_start", disabled=bool(problems)):
         try:
             argv = sv.new_study_argv(store, study_name, preset, method, space, objectives, int(trials), int(workers),
-                                     int(budget), pruner)
+                                     int(budget), pruner, enqueue_base=enqueue_base)
             job = sv.start_sweep(store, study_name, argv)
         except (SweepError, SpaceError, C.ConfigError, RunError, OSError) as exc:
             st.error(str(exc))

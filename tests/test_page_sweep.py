@@ -21,6 +21,7 @@ from pagetools import open_page  # noqa: E402
 from app import sweep_view as sv  # noqa: E402
 from uegr import jobs  # noqa: E402
 from uegr.runs import RunStore  # noqa: E402
+from uegr.sweep.space import SpaceError  # noqa: E402
 
 PAGE = "../pages/sweep.py"
 
@@ -114,3 +115,13 @@ def test_stop_and_resume_a_sweep_from_the_page(home):
     assert again.wait(300)["state"] == "completed", again.log_tail(30)
     study = sv.load_study(home, "stoppable")
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+
+
+def test_trial_zero_as_the_preset_setting_is_checked_against_the_edited_ranges(home):
+    space = {"optim.lr": {"low": 1e-4, "high": 3e-3}}
+    argv = sv.new_study_argv(home, "eb-ok", "tiny", "vanilla", space, ["clean_acc"], trials=2, enqueue_base=True)
+    assert argv[-1] == "--enqueue-base"  # tiny's lr 1e-3 lies inside
+    assert "--enqueue-base" not in sv.new_study_argv(home, "eb-off", "tiny", "vanilla", space, ["clean_acc"], trials=2)
+    with pytest.raises(SpaceError, match="optim.lr=0.001"):
+        sv.new_study_argv(home, "eb-out", "tiny", "vanilla", {"optim.lr": {"low": 1e-5, "high": 5e-4}},
+                          ["clean_acc"], trials=2, enqueue_base=True)
