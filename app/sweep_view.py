@@ -16,7 +16,7 @@ from uegr import config as C
 from uegr import jobs
 from uegr.runs import RunStore
 from uegr.sweep.space import DEFAULT_SPACES, parse_space
-from uegr.sweep.study import PRUNERS, SweepError, check_objectives, make_spec, resolve_storage
+from uegr.sweep.study import SweepError, check_objectives, make_spec, parse_pruner, resolve_storage
 
 METHODS = tuple(DEFAULT_SPACES)
 STUDY_ATTR = "uegr"
@@ -52,8 +52,7 @@ def new_study_argv(store: RunStore, study: str, preset: str, method: str, space:
     """Validate everything, save the space as YAML next to the study, return the `uegr sweep` argv.
     enqueue_base: trial 0 runs the preset's own values of the space's knobs."""
     check_objectives(objectives)
-    if pruner not in PRUNERS:
-        raise SweepError(f"pruner {pruner!r}: use one of {', '.join(PRUNERS)}")
+    parse_pruner(pruner)
     if not 1 <= int(trials) <= 1000:
         raise SweepError(f"trials {trials}: 1 to 1000")
     if not 1 <= int(workers) <= 16:

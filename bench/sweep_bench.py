@@ -78,16 +78,33 @@ def trials_of(home: Path, study: str) -> list[dict]:
     return rows
 
 
-def pruning(trials: int, base: list[str] = BASE) -> dict:
+def pruning(trials: int, base: list[str] = BASE, pruner: str = "halving", unpruned_home: Path | None = None,
+            homes: Path | None = None) -> dict:
+    """The unpruned and the pruned study side by side; with unpruned_home, the unpruned study is an existing
+    one (study 'unpruned' or 'curves' there, same base and space) and only its first `trials` trials count."""
     out = {}
     procs = {}
-    for label, pruner in (("unpruned", "none"), ("pruned", "halving")):
-        home = Path(tempfile.mkdtemp(prefix=f"uegr-sweep-{label}-"))
-        procs[label] = (home, pruner, start(home, label, trials, base, ["--pruner", pruner]))
-    for label, (home, pruner, proc) in procs.items():
+    studies = [("pruned", pruner)] if unpruned_home else [("unpruned", "none"), ("pruned", pruner)]
+    for label, prn in studies:
+        if homes:
+            home = homes / f"{label}-{prn.replace(':', '_').replace(',', '_').replace('=', '')}"
+            home.mkdir(parents=True, exist_ok=False)
+        else:
+            home = Path(tempfile.mkdtemp(prefix=f"uegr-sweep-{label}-"))
+        procs[label] = (home, prn, start(home, label, trials, base, ["--pruner", prn]))
+    if unpruned_home:
+        name = "curves" if (unpruned_home / "curves-t0000").exists() else "unpruned"
+        rows = [r for r in trials_of(unpruned_home, name) if r["trial"] < trials]
+        done = [r for r in rows if r["state"] == "COMPLETE"]
+        out["unpruned"] = {"pruner": "none", "home": str(unpruned_home), "wall_s": None,
+                           "best": max(r["value"] for r in done), "total_steps": sum(r["steps"] for r in rows),
+                           "pruned": 0, "complete": len(done), "trials": rows}
+        print(json.dumps({k: v for k, v in out["unpruned"].items() if k != "trials"}), flush=True)
+    for label, (home, prn, proc) in procs.items():
         summary, wall = finish(proc)
         rows = trials_of(home, label)
-        out[label] = {"pruner": pruner, "wall_s": round(wall, 1), "best": summary["best"][0]["values"]["clean_acc"],
+        out[label] = {"pruner": prn, "home": str(home), "wall_s": round(wall, 1),
+                      "best": summary["best"][0]["values"]["clean_acc"],
                       "total_steps": sum(r["steps"] for r in rows), "pruned": summary["pruned"],
                       "complete": summary["complete"], "trials": rows}
         print(json.dumps({k: v for k, v in out[label].items() if k != "trials"}), flush=True)
@@ -118,11 +135,20 @@ def main() -> None:
     ap.add_argument("--worker-trials", type=int, default=8)
     ap.add_argument("--budget", choices=["small", "quick-demo"], default="small",
                     help="pruning budget: small (SST-2 800 sentences, 20 steps) or the quick-demo preset (~45 steps)")
+    ap.add_argument("--pruner", default="halving", help="the pruned study's --pruner (NAME[:OPTION=VALUE,...])")
+    ap.add_argument("--eval-every", type=int, default=0, help="quick-demo budget: evaluate every N steps (default 10)")
+    ap.add_argument("--unpruned-home", type=Path, default=None,
+                    help="reuse the unpruned study of an earlier run (its UEGR_HOME) instead of running it again")
+    ap.add_argument("--homes", type=Path, default=None, help="keep each study's runs under this folder")
     args = ap.parse_args()
     res = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_avg_start": os.getloadavg()}
     if args.part in ("pruning", "all"):
-        res["pruning"] = pruning(args.trials, QUICK_DEMO if args.budget == "quick-demo" else BASE)
+        base = list(QUICK_DEMO if args.budget == "quick-demo" else BASE)
+        if args.eval_every:
+            base[base.index("runtime.eval_every=10")] = f"runtime.eval_every={args.eval_every}"
+        res["pruning"] = pruning(args.trials, base, args.pruner, args.unpruned_home, args.homes)
         res["pruning"]["budget"] = args.budget
+        res["pruning"]["eval_every"] = args.eval_every or (10 if args.budget == "quick-demo" else 4)
     if args.part in ("workers", "all"):
         res["workers"] = workers(args.worker_trials)
     res["load_avg_end"] = os.getloadavg()

@@ -204,3 +204,22 @@ def test_enqueue_base_runs_the_base_setting_first_and_refuses_a_base_outside_the
     err = capsys.readouterr().err
     assert "optim.lr=0.01" in err and "--enqueue-base" in err and len(err.strip().splitlines()) == 1
     assert "eb-out" not in optuna.get_all_study_names(f"sqlite:///{runs_dir}/sweeps/optuna.db")
+
+
+def test_pruner_options_reach_optuna_and_bad_ones_are_refused_before_a_study_exists(runs_dir, tmp_path, capsys):
+    from uegr import config as C
+    from uegr.sweep.space import load_space
+    from uegr.sweep.study import _pruner, make_spec
+
+    base = C.build_config("tiny", None, ["runtime.eval_every=5"])
+    space = load_space(_space(tmp_path), base)
+    pruner = _pruner(make_spec(base, {}, space, ["clean_acc"], 4, pruner="halving:bootstrap_count=1,reduction_factor=4"))
+    assert (pruner._bootstrap_count, pruner._reduction_factor, pruner._min_resource) == (1, 4, 5)  # rung 0 = eval 1
+    assert _pruner(make_spec(base, {}, space, ["clean_acc"], 4, pruner="median:n_warmup_steps=10"))._n_warmup_steps == 10
+    for bad, needle in [("halving:foo=1", "bootstrap_count"), ("halving:reduction_factor=1", "reduction_factor"),
+                        ("none:x=1", "takes no options"), ("quantum", "use one of")]:
+        assert main(["sweep", "--study", "bad-pruner", "--pruner", bad, "--space", _space(tmp_path), *TINY]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (bad, err)
+    assert not (runs_dir / "sweeps" / "optuna.db").exists() or "bad-pruner" not in optuna.get_all_study_names(
+        f"sqlite:///{runs_dir}/sweeps/optuna.db")

@@ -55,8 +55,9 @@ def add_sweep_parser(sub) -> None:
                                               "study's own)")
     s.add_argument("--budget-steps", type=int, default=0, help="cap every trial at this many steps (0 = the config's)")
     s.add_argument("--sampler", choices=SAMPLERS, default="tpe")
-    s.add_argument("--pruner", choices=PRUNERS, default="auto",
-                   help="auto = median for one objective, none for several")
+    s.add_argument("--pruner", default="auto", metavar="NAME[:OPTION=VALUE,...]",
+                   help=f"one of {', '.join(PRUNERS)} (auto = median for one objective, none for several), with "
+                        "optional Optuna options, e.g. halving:bootstrap_count=1 or median:n_warmup_steps=10")
     s.add_argument("--seed", type=int, help="sampler seed")
     s.add_argument("--enqueue-base", action="store_true",
                    help="new study: trial 0 runs the base config's own values of the space's fields (so the "

@@ -117,9 +117,8 @@ def make_spec(base: C.Config, base_args: dict, space: dict, objectives: list[str
         raise SweepError(f"--trials {trials}: at least 1")
     if sampler not in SAMPLERS:
         raise SweepError(f"--sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
-    if pruner not in PRUNERS:
-        raise SweepError(f"--pruner {pruner!r}: use one of {', '.join(PRUNERS)}")
-    if len(objectives) > 1 and pruner not in ("auto", "none"):
+    pruner_name, _ = parse_pruner(pruner)
+    if len(objectives) > 1 and pruner_name not in ("auto", "none"):
         raise SweepError(f"--pruner {pruner}: Optuna cannot prune a multi-objective study; use --pruner none "
                          "or a single --objective")
     if budget_steps < 0:
@@ -142,6 +141,7 @@ def make_spec(base: C.Config, base_args: dict, space: dict, objectives: list[str
         raise SpaceError(f"search space: {', '.join(sorted(overlap))} is set by the sweep for its objectives; "
                          "remove it from the space")
     spec.trial_config({})  # the base itself must be a valid trial
+    _pruner(spec)  # bad pruner options are refused before a study exists
     if enqueue_base:
         base_params(spec)  # refused now, before a study exists, if the base lies outside the space
     return spec
@@ -274,23 +274,66 @@ def _sampler(name: str, seed: int | None, n_objectives: int):
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def _pruner(spec: StudySpec):
+def _pruner_class(name: str):
     import optuna
 
-    name = spec.pruner
+    return {"median": optuna.pruners.MedianPruner, "halving": optuna.pruners.SuccessiveHalvingPruner,
+            "hyperband": optuna.pruners.HyperbandPruner}.get(name)
+
+
+def parse_pruner(text: str) -> tuple[str, dict[str, Any]]:
+    """'halving:bootstrap_count=1,reduction_factor=4' -> ('halving', {...}); options are the Optuna pruner's
+    own keyword arguments, checked against its signature."""
+    import inspect
+
+    import yaml
+
+    name, _, rest = str(text).partition(":")
+    name = name.strip()
+    if name not in PRUNERS:
+        raise SweepError(f"--pruner {text!r}: use one of {', '.join(PRUNERS)}, optionally with options, "
+                         "e.g. halving:bootstrap_count=1")
+    options: dict[str, Any] = {}
+    if not rest.strip():
+        return name, options
+    cls = _pruner_class(name)
+    if cls is None:
+        raise SweepError(f"--pruner {text!r}: {name} takes no options")
+    allowed = [p for p in inspect.signature(cls).parameters if p != "self"]
+    for item in rest.split(","):
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq or key not in allowed:
+            raise SweepError(f"--pruner {text!r}: {key or item!r} is not an option of {cls.__name__}; use "
+                             f"{', '.join(allowed)} as OPTION=VALUE")
+        try:
+            options[key] = yaml.safe_load(raw.strip())
+        except yaml.YAMLError:
+            raise SweepError(f"--pruner {text!r}: {key}={raw!r} is not a number, true/false or a word") from None
+    return name, options
+
+
+def _pruner(spec: StudySpec):
+    """The study's pruner: min_resource is the first evaluation of the first objective (so rung 0 is an
+    evaluation), reduction factor 3, Optuna's other defaults; options given with --pruner override these."""
+    import optuna
+
+    name, options = parse_pruner(spec.pruner)
     if name == "auto":
         name = "median" if len(spec.objectives) == 1 and spec.objectives[0] != "train_seconds" else "none"
     cfg = spec.trial_config({})
     first = cfg.runtime.robust_eval_every if spec.objectives[0] in ("robust_acc", "harmonic") else cfg.runtime.eval_every
-    min_resource = first or "auto"
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
-    if name == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource, reduction_factor=3)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=first or 1, max_resource=cfg.optim.max_steps or "auto",
-                                              reduction_factor=3)
-    return optuna.pruners.NopPruner()
+    defaults: dict[str, Any] = {
+        "median": {"n_startup_trials": 3, "n_warmup_steps": 0},
+        "halving": {"min_resource": first or "auto", "reduction_factor": 3},
+        "hyperband": {"min_resource": first or 1, "max_resource": cfg.optim.max_steps or "auto", "reduction_factor": 3},
+    }.get(name)
+    if defaults is None:
+        return optuna.pruners.NopPruner()
+    try:
+        return _pruner_class(name)(**{**defaults, **options})
+    except (TypeError, ValueError) as exc:
+        raise SweepError(f"--pruner {spec.pruner!r}: {exc}") from None
 
 
 def _quiet_optuna() -> None:
