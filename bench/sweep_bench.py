@@ -104,13 +104,15 @@ def pruning(trials: int, base: list[str] = BASE, pruner: str = "halving", unprun
         summary, wall = finish(proc)
         rows = trials_of(home, label)
         out[label] = {"pruner": prn, "home": str(home), "wall_s": round(wall, 1),
-                      "best": summary["best"][0]["values"]["clean_acc"],
+                      "best": summary["best"][0]["values"]["clean_acc"] if summary["best"] else None,
+                      "best_pruned": summary.get("best_pruned"),
                       "total_steps": sum(r["steps"] for r in rows), "pruned": summary["pruned"],
                       "complete": summary["complete"], "trials": rows}
         print(json.dumps({k: v for k, v in out[label].items() if k != "trials"}), flush=True)
         print(json.dumps({label: out[label]["trials"]}), flush=True)
     out["steps_ratio"] = round(out["unpruned"]["total_steps"] / max(1, out["pruned"]["total_steps"]), 2)
-    out["best_difference"] = round(out["pruned"]["best"] - out["unpruned"]["best"], 4)
+    out["best_difference"] = (None if out["pruned"]["best"] is None  # every trial pruned: no result
+                              else round(out["pruned"]["best"] - out["unpruned"]["best"], 4))
     return out
 
 

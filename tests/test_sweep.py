@@ -223,3 +223,24 @@ def test_pruner_options_reach_optuna_and_bad_ones_are_refused_before_a_study_exi
         assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (bad, err)
     assert not (runs_dir / "sweeps" / "optuna.db").exists() or "bad-pruner" not in optuna.get_all_study_names(
         f"sqlite:///{runs_dir}/sweeps/optuna.db")
+
+
+def test_a_study_whose_every_trial_was_pruned_names_the_best_pruned_trial_to_promote(tmp_path):
+    from uegr import config as C
+    from uegr.sweep.space import load_space
+    from uegr.sweep.study import best_pruned, make_spec, study_summary
+
+    base = C.build_config("tiny", None, ["runtime.eval_every=5"])
+    spec = make_spec(base, {}, load_space(_space(tmp_path), base), ["clean_acc"], 3)
+    study = optuna.create_study(direction="maximize")
+    for curve in ([0.5, 0.6], [0.5, 0.7, 0.65], [0.55]):  # last reported values 0.6, 0.65, 0.55
+        t = study.ask({"optim.lr": optuna.distributions.FloatDistribution(1e-4, 3e-3, log=True)})
+        for i, v in enumerate(curve):
+            t.report(v, 5 * (i + 1))
+        study.tell(t, state=TrialState.PRUNED)
+    summary = study_summary(study, spec, "memory")
+    assert summary["best"] == [] and summary["best_pruned"]["trial"] == 1
+    assert (summary["best_pruned"]["step"], summary["best_pruned"]["value"]) == (15, 0.65)
+    t = study.ask()
+    study.tell(t, 0.6)
+    assert best_pruned(study, spec) is None  # a complete trial is the study's answer

@@ -126,6 +126,11 @@ def cmd_sweep(args) -> int:
         for b in summary["best"]:
             vals = ", ".join(f"{k} {v:.4f}" for k, v in b["values"].items())
             print(f"  best trial {b['trial']} (run {b['run']}): {vals}\n    {b['command']}")
+        bp = summary.get("best_pruned")
+        if bp:
+            print(f"  no trial ran to the end: the pruner stopped all {summary['pruned']}. The best pruned one is "
+                  f"trial {bp['trial']} ({spec.objectives[0]} {bp['value']:.4f} at step {bp['step']}); run it in full "
+                  f"with `uegr sweep --study {args.study} --promote {bp['trial']}`, or use a gentler --pruner")
     return code
 
 
