@@ -125,3 +125,12 @@ def test_trial_zero_as_the_preset_setting_is_checked_against_the_edited_ranges(h
     with pytest.raises(SpaceError, match="optim.lr=0.001"):
         sv.new_study_argv(home, "eb-out", "tiny", "vanilla", {"optim.lr": {"low": 1e-5, "high": 5e-4}},
                           ["clean_acc"], trials=2, enqueue_base=True)
+
+
+def test_pruner_options_are_validated_on_the_form(home):
+    at = open_page(PAGE)
+    at.selectbox(key="sw_pruner").set_value("halving").run()
+    at.text_input(key="sw_pruner_options").set_value("bootstrap_count=1").run()
+    assert not at.error and not at.button(key="sw_start").disabled
+    at.text_input(key="sw_pruner_options").set_value("bootstrap=1").run()
+    assert any("bootstrap_count" in e.value for e in at.error) and at.button(key="sw_start").disabled
