@@ -520,8 +520,6 @@ def run_worker(study, spec: StudySpec, store: RunStore, url: str, progress_file:
                retry_failed: int | None = None, quiet: bool = True) -> int:
     """Run trials until the study holds spec.trials finished trials; returns how many this worker ran."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
-    from optuna.study import MaxTrialsCallback
-    from optuna.trial import TrialState
 
     handler = FailedTrialHandler(retry_failed, store)
     fail_dead_trials(study, handler)
@@ -554,13 +552,46 @@ def run_worker(study, spec: StudySpec, store: RunStore, url: str, progress_file:
         if jobs.stop_requested():  # the background job was asked to stop: no new trial
             study.stop()
 
-    remaining = spec.trials - finished(study)
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining, catch=(Exception,),
-                       callbacks=[MaxTrialsCallback(spec.trials, states=(TrialState.COMPLETE, TrialState.PRUNED)),
-                                  after])
+    # One trial at a time, and only while finished + running trials are short of the budget: a worker whose
+    # peers are running the last trials waits for them (taking over if one fails) instead of starting an
+    # extra trial. Only two workers asking in the same instant can still overshoot, by one.
+    attempts = max(0, spec.trials - finished(study))  # as many tries as trials missing: failures cannot loop
+    while attempts > 0 and not jobs.stop_requested():
+        fail_dead_trials(study, handler)
+        _fail_stale_trials(study)
+        done = finished(study)
+        if done >= spec.trials:
+            break
+        if done + _running(study) >= spec.trials:
+            time.sleep(WAIT_FOR_PEERS)
+            continue
+        before = ran[0]
+        attempts -= 1
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[after])
+        if ran[0] == before:  # the trial did not finish (the study was stopped)
+            break
     progress.write("done" if finished(study) >= spec.trials else "stopped")
     return ran[0]
+
+
+WAIT_FOR_PEERS = 2.0  # seconds between looks at peers' running trials
+
+
+def _running(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def _fail_stale_trials(study) -> None:
+    """RDB storages: fail trials whose heartbeat went stale (a worker on another host died), as
+    study.optimize does when it starts."""
+    from optuna.storages import fail_stale_trials
+
+    try:
+        fail_stale_trials(study)
+    except Exception:  # noqa: BLE001 - storages without heartbeats
+        pass
 
 
 class Progress:
