@@ -28,12 +28,14 @@ def train(home: str, name: str, preset: str, sets: list[str]) -> dict:
     for s in sets:
         cmd += ["--set", s]
     env = dict(os.environ, UEGR_HOME=home, PYTHONPATH=str(REPO))
+    t0 = time.perf_counter()
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    process = time.perf_counter() - t0
     st = json.loads((Path(home) / name / "status.json").read_text())
     robust = [json.loads(line) for line in (Path(home) / name / "metrics.jsonl").read_text().splitlines()
               if '"robust"' in line]
     res = json.loads(out.stdout)
-    return {"seconds": st["ended"] - st["started"], "accuracy": res.get("accuracy"),
+    return {"seconds": st["ended"] - st["started"], "process_seconds": round(process, 2), "accuracy": res.get("accuracy"),
             "robust": [{k: r[k] for k in ("step", "robust_acc", "robust_eval_seconds")} for r in robust]}
 
 
@@ -55,7 +57,10 @@ def main() -> None:
                       "off_seconds": [round(r["seconds"], 1) for r in off],
                       "on_seconds": [round(r["seconds"], 1) for r in on],
                       "median_off": round(m_off, 1), "median_on": round(m_on, 1),
-                      "overhead": round(m_on / m_off - 1, 4), "load_avg": os.getloadavg(),
+                      "overhead": round(m_on / m_off - 1, 4),
+                      "process_overhead": round(statistics.median(r["process_seconds"] for r in on)
+                                                / statistics.median(r["process_seconds"] for r in off) - 1, 4),
+                      "load_avg": os.getloadavg(),
                       "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, indent=1))
 
 

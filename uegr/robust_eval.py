@@ -22,6 +22,7 @@ import threading
 import time
 
 import numpy as np
+import torch
 
 from .callbacks import Callback
 
@@ -70,6 +71,9 @@ def robust_rows(evals: list[dict], robusts: list[dict]) -> list[dict]:
         rows.append({"step": r["step"], "clean_acc": clean, "robust_acc": r.get("robust_acc"),
                      "harmonic": harmonic(clean, r.get("robust_acc"), r.get("chance")), "chance": r.get("chance")})
     return rows
+
+
+MAX_PERTURB = 0.3  # at most 30 % of a sentence's words changed, as `uegr attack`'s default
 
 
 class RobustEvalCallback(Callback):
@@ -122,6 +126,12 @@ class RobustEvalCallback(Callback):
             self.model, self.tokenizer = load_model(self.cfg.model, self.num_labels, self.label_names,
                                                     "sdpa", seed=self.cfg.optim.seed)
             self.model.eval()
+            # Build the attack now, during setup (imports TextAttack, ~1-4 s of CPU), not in the thread while
+            # training runs: attack_dataset reuses it (runner.get_attack caches it per model).
+            from .attacks.runner import get_attack
+
+            get_attack(self.model, self.tokenizer, self.r.robust_eval_recipe, self.r.robust_eval_budget or None,
+                       MAX_PERTURB)
         self._cancel.clear()
         self._thread = threading.Thread(target=self._work, name="uegr-robust-eval", daemon=True)
         self._thread.start()
@@ -197,6 +207,18 @@ class RobustEvalCallback(Callback):
     def _work(self) -> None:
         from .attacks import attack_dataset
 
+        # One intra-op thread for the attacks: the setting is per thread (OpenMP), so training keeps its
+        # threads, and the attack's model calls do not oversubscribe the cores training is using (quick demo on
+        # 2 idle cores: +15 % training wall with 2 threads here, +7 % with 1; docs/benchmarks.md). The count is
+        # also torch's default for threads started later, hence restored on exit.
+        restore = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self._serve(attack_dataset)
+        finally:
+            torch.set_num_threads(restore)
+
+    def _serve(self, attack_dataset) -> None:
         while True:
             job = self._jobs.get()
             if job is None:
@@ -217,7 +239,8 @@ class RobustEvalCallback(Callback):
                 np.random.seed(self.cfg.data.split_seed)  # character edits draw from numpy too: same draws each time
                 summary = attack_dataset(self.model, self.tokenizer, self.texts, self.labels,
                                          self.r.robust_eval_recipe, n=None, seed=self.cfg.data.split_seed,
-                                         query_budget=budget, progress=progress, label_names=self.label_names,
+                                         query_budget=budget, max_perturb_fraction=MAX_PERTURB, progress=progress,
+                                         label_names=self.label_names,
                                          seed_torch=False)  # the training loop owns the global torch RNG
                 self._done.put((step, summary, None))
             except BaseException as exc:  # noqa: BLE001 - reported on the main thread
