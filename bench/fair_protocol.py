@@ -144,8 +144,10 @@ def best_params(runs: Path, task: str, method: str) -> tuple[dict, dict] | None:
         t = study.best_trial
     except ValueError:
         return None
-    return t.params, {"trial": t.number, "value": t.value, **{k: t.user_attrs.get(k) for k in
-                                                              ("clean_acc", "robust_acc", "harmonic", "run")}}
+    base = next((b for b in study.trials if b.user_attrs.get("base") and b.value is not None), None)
+    defaults = {k: base.user_attrs.get(k) for k in ("clean_acc", "robust_acc", "harmonic")} if base else {}
+    return t.params, {"trial": t.number, "value": t.value, "defaults": defaults,
+                      **{k: t.user_attrs.get(k) for k in ("clean_acc", "robust_acc", "harmonic", "run")}}
 
 
 def train_step(runs: Path, task: str, stage: str, name: str, sets: list[str]) -> Step:
@@ -407,17 +409,20 @@ def task_section(args, runs: Path, task: str, s: dict) -> list[str]:
     from uegr.runs import RunStore
 
     lines = [f"### {task}: equal-effort sweeps (stage a; dev set only)", "",
-             "| method | trials done | best trial | clean dev | DeepWordBug dev | harmonic | chosen setting |",
-             "|---|---|---|---|---|---|---|"]
+             "| method | trials done | best trial | clean dev | DeepWordBug dev | harmonic | defaults (trial 0): clean / "
+             "DeepWordBug / harmonic | chosen setting |",
+             "|---|---|---|---|---|---|---|---|"]
     for m in s["methods"]:
         bp = best_params(runs, task, m)
         if bp is None:
-            lines.append(f"| {m} | not finished | - | - | - | - | - |")
+            lines.append(f"| {m} | not finished | - | - | - | - | - | - |")
             continue
         p, met = bp
         pct = lambda v: f"{100 * v:.1f}" if isinstance(v, int | float) else "-"  # noqa: E731
+        d = met.get("defaults") or {}
+        base = " / ".join(pct(d.get(k)) for k in ("clean_acc", "robust_acc", "harmonic")) if d else "-"
         lines.append(f"| {m} | {s['trials']} | {met['trial']} | {pct(met['clean_acc'])} | {pct(met['robust_acc'])} "
-                     f"| {pct(met['harmonic'])} | {', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in p.items())} |")
+                     f"| {pct(met['harmonic'])} | {base} | {', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in p.items())} |")
     names = s["methods"] + s["ablations"]
     rows = collect(runs, task, s["methods"], s["seeds"], s["attack_examples"])
     rows.update(collect(runs, task, s["ablations"], s["ablation_seeds"], s["ablation_attack_examples"]))
