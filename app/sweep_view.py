@@ -129,6 +129,23 @@ def load_study(store: RunStore, name: str):
         return None
 
 
+def all_pruned_hint(study) -> str | None:
+    """A line for a study whose every finished trial was pruned (it has no best trial): which one to promote."""
+    from types import SimpleNamespace
+
+    from uegr.sweep.study import OBJECTIVES, best_pruned
+
+    objectives = [o for o in objectives_of(study) if o in OBJECTIVES]
+    if not objectives:
+        return None
+    bp = best_pruned(study, SimpleNamespace(objectives=objectives))
+    if bp is None:
+        return None
+    return (f"No trial ran to the end: the pruner stopped every one. The best pruned trial is {bp['trial']} "
+            f"({objectives[0]} {bp['value']:.4f} at step {bp['step']}): promote it to train it in full, or start "
+            "a study with a gentler pruner.")
+
+
 def objectives_of(study) -> list[str]:
     return list((study.user_attrs.get(STUDY_ATTR) or {}).get("objectives") or ["objective"])
 

@@ -174,6 +174,9 @@ def _study() -> None:
     if not rows:
         st.caption("No trial yet.")
         return
+    hint = sv.all_pruned_hint(study)
+    if hint:
+        st.warning(hint, icon=":material/content_cut:")
     st.dataframe(rows, hide_index=True, width="stretch", key="sw_trials_table",
                  column_config={"run": st.column_config.TextColumn(help="the trial's run (Runs page)")})
     labels = {r["trial"]: f"trial {r['trial']} · {r['state']}" + (f" · {r['run']}" if r["run"] else "") for r in rows}
@@ -190,8 +193,8 @@ def _study() -> None:
         st.switch_page(common.COMPARE_PAGE)
     seeds = c[2].number_input("Seeds", 1, 10, 1, key="sw_seeds")
     if c[3].button(f"Promote trial {row['trial']}", key="sw_promote", icon=":material/upgrade:",
-                   disabled=row["state"] != "complete",
-                   help="Train this trial's settings at the full budget (a background job)."):
+                   disabled=row["state"] not in ("complete", "pruned"),
+                   help="Train this trial's settings at the full budget (a background job); a pruned trial too."):
         job = jobs.start(sv.promote_argv(store, pick, row["trial"], int(seeds)), store, "sweep-promote",
                          {"study": pick, "trial": row["trial"]})
         common.flash(f"Promoting trial {row['trial']} of {pick} (job {job.id}); its runs are named "

@@ -134,3 +134,19 @@ def test_pruner_options_are_validated_on_the_form(home):
     assert not at.error and not at.button(key="sw_start").disabled
     at.text_input(key="sw_pruner_options").set_value("bootstrap=1").run()
     assert any("bootstrap_count" in e.value for e in at.error) and at.button(key="sw_start").disabled
+
+
+def test_a_study_with_every_trial_pruned_points_at_the_trial_to_promote():
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr(sv.STUDY_ATTR, {"objectives": ["clean_acc"]})
+    for last in (0.6, 0.7):
+        t = study.ask({"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1e-3, log=True)})
+        t.report(last, 10)
+        study.tell(t, state=TrialState.PRUNED)
+    hint = sv.all_pruned_hint(study)
+    assert hint and "trial is 1 " in hint and "0.7000 at step 10" in hint
+    study.tell(study.ask(), 0.5)
+    assert sv.all_pruned_hint(study) is None
