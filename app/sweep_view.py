@@ -131,14 +131,12 @@ def load_study(store: RunStore, name: str):
 
 def all_pruned_hint(study) -> str | None:
     """A line for a study whose every finished trial was pruned (it has no best trial): which one to promote."""
-    from types import SimpleNamespace
-
     from uegr.sweep.study import OBJECTIVES, best_pruned
 
     objectives = [o for o in objectives_of(study) if o in OBJECTIVES]
     if not objectives:
         return None
-    bp = best_pruned(study, SimpleNamespace(objectives=objectives))
+    bp = best_pruned(study, objectives[0])
     if bp is None:
         return None
     return (f"No trial ran to the end: the pruner stopped every one. The best pruned trial is {bp['trial']} "

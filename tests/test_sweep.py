@@ -243,7 +243,7 @@ def test_a_study_whose_every_trial_was_pruned_names_the_best_pruned_trial_to_pro
     assert (summary["best_pruned"]["step"], summary["best_pruned"]["value"]) == (15, 0.65)
     t = study.ask()
     study.tell(t, 0.6)
-    assert best_pruned(study, spec) is None  # a complete trial is the study's answer
+    assert best_pruned(study, "clean_acc") is None  # a complete trial is the study's answer
 
 
 def test_a_worker_waits_for_a_peers_last_trial_and_takes_over_when_that_peer_dies(runs_dir, tmp_path):

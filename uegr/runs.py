@@ -820,7 +820,7 @@ class RunStore:
         stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in resolved.name)[:60] or "model"
         d = self.root / EXTERNAL / f"{stem}-{tag}" / "analyses"
         d.mkdir(parents=True, exist_ok=True)
-        (d.parent / "source.txt").write_text(str(resolved) + "\n", encoding="utf-8")
+        atomic_write_bytes(d.parent / "source.txt", (str(resolved) + "\n").encode("utf-8"))
         return d
 
     def sweep_space_path(self, study: str) -> Path:

@@ -629,11 +629,11 @@ def study_summary(study, spec: StudySpec, url: str, message: str = "") -> dict:
             "directions": [OBJECTIVES[o] for o in spec.objectives], "trials_total": spec.trials,
             "trials_done": done, "complete": count[TrialState.COMPLETE], "pruned": count[TrialState.PRUNED],
             "failed": count[TrialState.FAIL], "running": running, "eta_s": eta,
-            "best": best_trials(study, spec), "best_pruned": best_pruned(study, spec), "message": message,
+            "best": best_trials(study, spec), "best_pruned": best_pruned(study, spec.objectives[0]), "message": message,
             "updated": time.time()}
 
 
-def best_pruned(study, spec: StudySpec) -> dict | None:
+def best_pruned(study, objective: str) -> dict | None:
     """When no trial ran to the end (an aggressive pruner can stop every one): the pruned trial with the best
     last reported value, to --promote. None while some trial is complete."""
     from optuna.trial import TrialState
@@ -641,7 +641,7 @@ def best_pruned(study, spec: StudySpec) -> dict | None:
     trials = study.get_trials(deepcopy=False)
     if any(t.state == TrialState.COMPLETE for t in trials):
         return None
-    sign = 1 if OBJECTIVES[spec.objectives[0]] == "maximize" else -1
+    sign = 1 if OBJECTIVES[objective] == "maximize" else -1
     pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
     if not pruned:
         return None
