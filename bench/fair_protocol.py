@@ -447,22 +447,81 @@ def task_section(args, runs: Path, task: str, s: dict) -> list[str]:
         body = (Path(tmp) / "t.md").read_text().split("## Results", 1)[1].split("## Settings", 1)[0]
     body = body.replace(" (mean ± std over seeds, %)", "", 1).replace("SST-2 ", f"{task} ")
     claims = claim_lines(paired, RECIPES.split(","))
+    goal = goal_lines({m: rows[m] for m in full if m in s["methods"]}, paired, RECIPES.split(","), s["methods"])
     return (lines + ["", f"### {task}: confirmation on test (stages b-d; mean ± std over seeds, %)"]
             + [""] + body.strip().splitlines() + ["", "Differences whose paired interval excludes 0 (the only ones "
-                                                   "this section claims):", ""] + (claims or ["- none"]))
+                                                   "this section claims):", ""] + (claims or ["- none"])
+            + ["", "The goal, checked (UEGR's paired interval above 0 against every baseline under every attack; "
+                   "mean clean test accuracy within 0.5 point of the best method's):", ""] + goal)
+
+
+def parse_paired(paired: list[str], recipes: list[str]) -> dict[str, dict[str, tuple[float, float, float] | None]]:
+    """paired_rows' markdown rows back to numbers: {"uegr − vanilla": {recipe: (diff, lo, hi) or None}}."""
+    out = {}
+    for row in paired:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        parsed = {}
+        for recipe, cell in zip(recipes, cells[1:]):
+            if cell == "-":
+                parsed[recipe] = None
+                continue
+            diff, rest = cell.split("[", 1)
+            lo, hi = (float(x) for x in rest.rstrip("]").split(","))
+            parsed[recipe] = (float(diff), lo, hi)
+        out[cells[0]] = parsed
+    return out
 
 
 def claim_lines(paired: list[str], recipes: list[str]) -> list[str]:
     out = []
-    for row in paired:
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        for recipe, cell in zip(recipes, cells[1:]):
-            if cell == "-":
+    for comparison, by_recipe in parse_paired(paired, recipes).items():
+        for recipe, value in by_recipe.items():
+            if value is None:
                 continue
-            lo, hi = (float(x) for x in cell.split("[", 1)[1].rstrip("]").split(","))
+            diff, lo, hi = value
             if lo > 0 or hi < 0:
-                out.append(f"- {cells[0]}, {recipe}: {cell} points ({'UEGR higher' if lo > 0 else 'UEGR lower'})")
+                out.append(f"- {comparison}, {recipe}: {diff:+.1f} [{lo:+.1f}, {hi:+.1f}] points "
+                           f"({'UEGR higher' if lo > 0 else 'UEGR lower'})")
     return out
+
+
+def goal_lines(rows: dict[str, list[dict]], paired: list[str], recipes: list[str], baselines: list[str],
+               target: str = "uegr", clean_margin: float = 0.5) -> list[str]:
+    """The issue's goal, checked against the tables: UEGR's interval above 0 against every baseline under
+    every attack, and its mean clean test accuracy within clean_margin points of the best method's."""
+    import statistics
+
+    have = [m for m in baselines if m in rows and m != target]
+    if target not in rows or not have:
+        return ["- not checked yet: UEGR and at least one baseline need all their seeds attacked"]
+    clean = {m: 100 * statistics.mean(r["test_accuracy"] for r in rows[m]) for m in [target, *have]}
+    best = max(clean, key=clean.get)
+    gap = clean[best] - clean[target]
+    clean_ok = gap <= clean_margin
+    lines = [f"- clean test accuracy: {target} {clean[target]:.1f}, best {best} {clean[best]:.1f} "
+             f"(gap {max(gap, 0):.1f} points): {'within' if clean_ok else 'not within'} {clean_margin} point"]
+    pairs = parse_paired(paired, recipes)
+    attacks_ok = True
+    for recipe in recipes:
+        above, below, level = [], [], []
+        for m in have:
+            value = (pairs.get(f"{target} − {m}") or {}).get(recipe)
+            if value is None:
+                level.append(f"{m} (no paired data)")
+                continue
+            diff, lo, hi = value
+            (above if lo > 0 else below if hi < 0 else level).append(f"{m} {diff:+.1f} [{lo:+.1f}, {hi:+.1f}]")
+        attacks_ok = attacks_ok and len(above) == len(have)
+        mine = 100 * statistics.mean(r[f"attack:{recipe}"]["accuracy_under_attack"] for r in rows[target]
+                                     if r.get(f"attack:{recipe}"))
+        lines.append(f"- {recipe}: {target} {mine:.1f} %; above {len(above)} of {len(have)} baselines"
+                     + (f" ({'; '.join(above)})" if above else "")
+                     + (f"; below {'; '.join(below)}" if below else "")
+                     + (f"; not distinguishable from {'; '.join(level)}" if level else ""))
+    missing = [m for m in baselines if m != target and m not in have]
+    verdict = "met" if clean_ok and attacks_ok and not missing else "not met"
+    lines.append(f"- goal {verdict}" + (f" (not yet attacked: {', '.join(missing)})" if missing else ""))
+    return lines
 
 
 def status_lines(args, runs: Path) -> list[str]:

@@ -81,3 +81,26 @@ def test_report_claims_only_intervals_that_exclude_zero():
     claims = fp.claim_lines(paired, ["deepwordbug", "textfooler-lite", "pwws"])
     assert claims == ["- uegr − vanilla, textfooler-lite: +3.0 [+0.6, +5.4] points (UEGR higher)",
                       "- uegr − vanilla, pwws: -2.0 [-3.9, -0.1] points (UEGR lower)"]
+
+
+def _rec(test_acc, **under):
+    return {"test_accuracy": test_acc, **{f"attack:{r}": {"accuracy_under_attack": a} for r, a in under.items()}}
+
+
+def test_goal_check_needs_every_interval_above_zero_and_the_clean_margin():
+    recipes = ["deepwordbug", "pwws"]
+    rows = {"uegr": [_rec(0.850, deepwordbug=0.30, pwws=0.20)], "vanilla": [_rec(0.853, deepwordbug=0.20, pwws=0.15)],
+            "roast": [_rec(0.860, deepwordbug=0.28, pwws=0.21)]}
+    paired = ["| uegr − vanilla | +10.0 [+8.0, +12.0] | +5.0 [+3.0, +7.0] |",
+              "| uegr − roast | +2.0 [+0.5, +3.5] | -1.0 [-2.5, +0.5] |"]
+    lines = fp.goal_lines(rows, paired, recipes, ["vanilla", "roast", "uegr"])
+    assert lines[0].startswith("- clean test accuracy: uegr 85.0, best roast 86.0 (gap 1.0 points): not within")
+    assert lines[1].startswith("- deepwordbug: uegr 30.0 %; above 2 of 2 baselines")
+    assert "above 1 of 2" in lines[2] and "not distinguishable from roast -1.0" in lines[2]
+    assert lines[-1] == "- goal not met"
+    # within the margin and above everyone: met; a baseline not attacked yet keeps it open
+    rows["roast"] = [_rec(0.852, deepwordbug=0.28, pwws=0.18)]
+    paired[1] = "| uegr − roast | +2.0 [+0.5, +3.5] | +2.0 [+0.1, +3.9] |"
+    assert fp.goal_lines(rows, paired, recipes, ["vanilla", "roast", "uegr"])[-1] == "- goal met"
+    assert fp.goal_lines(rows, paired, recipes, ["vanilla", "roast", "freelb", "uegr"])[-1] == \
+        "- goal not met (not yet attacked: freelb)"
